@@ -1,0 +1,54 @@
+# ttrl: run `make help` for the list of targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch keeps the venv small; on a CUDA machine use e.g. `make setup TORCH=torch`.
+TORCH ?= torch==2.13.0
+EXTRAS ?= dev,hf,behavior
+STAMP := $(VENV)/.installed
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv with ttrl and its dev, hf and behavior extras
+.PHONY: help setup test test-slow test-gpu test-all lint format demo bench clean
+
+test: $(STAMP) ## Run the default test suite (CPU, a few minutes)
+	$(PY) -m pytest -m "not slow and not gpu" -q
+
+test-slow: $(STAMP) ## Run the slow tests (minutes each on a 2-core CPU)
+	$(PY) -m pytest -m "slow and not gpu" -q
+
+test-gpu: $(STAMP) ## Run the tests that need CUDA
+	$(PY) -m pytest -m gpu -q
+
+test-all: $(STAMP) ## Run every test this machine can run
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## Check style with ruff (lint and format)
+	$(VENV)/bin/ruff check src tests scripts
+	$(VENV)/bin/ruff format --check src tests scripts
+
+format: $(STAMP) ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix src tests scripts
+	$(VENV)/bin/ruff format src tests scripts
+
+demo: $(STAMP) ## The main job: make the demo dataset, train, plan, print the normalised score
+	$(PY) scripts/demo.py
+
+bench: $(STAMP) ## Training and planning benchmarks (prints JSON lines)
+	$(PY) scripts/bench.py train
+	$(PY) scripts/bench.py plan
+
+clean: ## Remove the venv, caches and run outputs
+	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

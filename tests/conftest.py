@@ -19,3 +19,31 @@ def minari_root(tmp_path, monkeypatch):
     root.mkdir()
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     return root
+
+
+def _make_tiny_dataset(name: str, n_steps: int, max_episode_steps: int | None) -> str:
+    """Collect random-policy episodes through ttrl's real writer, registered under a D4RL-style name."""
+    from ttrl.data.collect import collect_dataset
+
+    collect_dataset(
+        name, n_steps=n_steps, seed=0, progress=False, max_episode_steps=max_episode_steps
+    )
+    return name
+
+
+@pytest.fixture
+def tiny_dataset(minari_root):
+    """A small random HalfCheetah-v5 dataset (4 episodes of 100 steps, timeouts only).
+
+    ``resolve_dataset("halfcheetah-random")`` / ``load_transitions`` find it; returns that name.
+    """
+    return _make_tiny_dataset("halfcheetah-random", n_steps=400, max_episode_steps=100)
+
+
+@pytest.fixture
+def tiny_hopper(minari_root):
+    """A small random Hopper-v5 dataset (400 steps; most episodes end in a real termination).
+
+    Registered as ``hopper-random``; returns that name.
+    """
+    return _make_tiny_dataset("hopper-random", n_steps=400, max_episode_steps=100)

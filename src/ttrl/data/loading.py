@@ -1,0 +1,187 @@
+"""Loading a dataset from disk into flat D4RL-style arrays (:class:`Transitions`).
+
+Minari episodes and D4RL HDF5 files give the same view: one row per step, ``float32`` observations
+(Minari stores float64), and ``terminals``/``timeouts`` flags. The last step of every episode has one of
+the two flags set, so episodes never merge when they are split again. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ttrl.data.registry import DatasetSpec, resolve_dataset
+from ttrl.errors import TtrlError
+
+D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+@dataclass
+class Transitions:
+    """A dataset as flat arrays, one row per environment step (the D4RL layout).
+
+    Attributes:
+        observations: float32 ``[N, S]``, the observation the action was taken in.
+        actions: float32 ``[N, A]``.
+        rewards: float32 ``[N]``.
+        terminals: bool ``[N]``, the env reached a terminal state at this step.
+        timeouts: bool ``[N]``, the episode was cut here without terminating (time limit, end of data).
+    """
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    timeouts: np.ndarray
+
+    @property
+    def observation_dim(self) -> int:
+        return int(self.observations.shape[1])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def n_episodes(self) -> int:
+        return int(np.count_nonzero(self.terminals | self.timeouts))
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+def make_transitions(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    timeouts: np.ndarray,
+    source: str = "dataset",
+) -> Transitions:
+    """Check and convert raw arrays to :class:`Transitions` (float32, bool, last step closes an episode).
+
+    Raises:
+        TtrlError: mismatched lengths, wrong ranks, or NaN/inf values (naming the key and the count).
+    """
+    arrays = {
+        "observations": np.asarray(observations),
+        "actions": np.asarray(actions),
+        "rewards": np.asarray(rewards).reshape(-1),
+        "terminals": np.asarray(terminals).reshape(-1).astype(bool),
+        "timeouts": np.asarray(timeouts).reshape(-1).astype(bool),
+    }
+    for key in ("observations", "actions"):
+        if arrays[key].ndim != 2:
+            raise TtrlError(
+                f"{source}: {key} has shape {arrays[key].shape}, expected [steps, dim]; "
+                f"ttrl supports flat Box observation and action spaces only"
+            )
+    lengths = {key: len(value) for key, value in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise TtrlError(
+            f"{source}: arrays have different lengths {lengths}; every key needs one row per step"
+        )
+    if lengths["rewards"] == 0:
+        raise TtrlError(f"{source} holds no steps; create it again with more steps")
+    for key in ("observations", "actions", "rewards"):
+        n_bad = int(np.count_nonzero(~np.isfinite(arrays[key])))
+        if n_bad:
+            raise TtrlError(
+                f"{source}: {key} holds {n_bad} NaN/inf values; clean or recreate the dataset"
+            )
+    timeouts = arrays["timeouts"].copy()
+    timeouts[-1] |= not arrays["terminals"][-1]  # data that ends mid-episode ends it here
+    return Transitions(
+        observations=arrays["observations"].astype(np.float32),
+        actions=arrays["actions"].astype(np.float32),
+        rewards=arrays["rewards"].astype(np.float32),
+        terminals=arrays["terminals"],
+        timeouts=timeouts,
+    )
+
+
+def load_transitions(spec_or_name: DatasetSpec | str) -> Transitions:
+    """Load a dataset (a :class:`DatasetSpec` or any name :func:`resolve_dataset` accepts).
+
+    Raises:
+        TtrlError: the dataset is missing (naming the command that makes it), malformed, or holds NaN/inf.
+    """
+    spec = resolve_dataset(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    if spec.hdf5_path is not None:
+        return load_d4rl_hdf5(spec.hdf5_path)
+    if spec.minari_id is None:
+        raise TtrlError(f"dataset spec {spec.name!r} names neither a Minari id nor an HDF5 file")
+    return load_minari(spec.minari_id)
+
+
+def load_minari(minari_id: str) -> Transitions:
+    """Flatten a local Minari dataset's episodes (``obs[:-1]``, terminations, truncations)."""
+    import minari
+
+    try:
+        dataset = minari.load_dataset(minari_id)
+        episodes = list(dataset.iterate_episodes())
+    except FileNotFoundError as err:
+        raise TtrlError(
+            f"Minari dataset {minari_id!r} is not on disk; get it with `minari download {minari_id}` "
+            f"(needs network) or point MINARI_DATASETS_PATH at the folder that holds it"
+        ) from err
+    except (OSError, KeyError, ValueError) as err:
+        raise TtrlError(
+            f"cannot read Minari dataset {minari_id!r}: {err}; delete its folder and create it again"
+        ) from err
+    if not episodes:
+        raise TtrlError(f"Minari dataset {minari_id!r} holds no episodes; create it again")
+    if not isinstance(episodes[0].observations, np.ndarray):
+        raise TtrlError(
+            f"Minari dataset {minari_id!r} has dict/tuple observations; ttrl supports flat Box spaces only"
+        )
+    timeouts = [e.truncations.copy() for e in episodes]
+    for episode, timeout in zip(episodes, timeouts, strict=True):
+        # an episode stored with neither flag (e.g. cut by the end of collection) still ends here
+        timeout[-1] |= not (episode.terminations[-1] or episode.truncations[-1])
+    return make_transitions(
+        observations=np.concatenate([e.observations[:-1] for e in episodes]),
+        actions=np.concatenate([e.actions for e in episodes]),
+        rewards=np.concatenate([e.rewards for e in episodes]),
+        terminals=np.concatenate([e.terminations for e in episodes]),
+        timeouts=np.concatenate(timeouts),
+        source=f"Minari dataset {minari_id}",
+    )
+
+
+def load_d4rl_hdf5(path: str | Path) -> Transitions:
+    """Read a D4RL-format HDF5 file (keys observations, actions, rewards, terminals, timeouts)."""
+    import h5py
+
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as file:
+            missing = [key for key in D4RL_KEYS if key not in file]
+            if missing:
+                raise TtrlError(
+                    f"{path} lacks the D4RL keys {', '.join(missing)}; a D4RL HDF5 file needs "
+                    f"{', '.join(D4RL_KEYS)}"
+                )
+            arrays = {key: file[key][()] for key in D4RL_KEYS}
+    except OSError as err:
+        raise TtrlError(
+            f"cannot read {path} as HDF5 ({err}); pass a D4RL-format .hdf5 file"
+        ) from err
+    return make_transitions(**arrays, source=str(path))
+
+
+def write_d4rl_hdf5(path: str | Path, transitions: Transitions) -> Path:
+    """Write ``transitions`` as a D4RL-format HDF5 file (atomically); return its path."""
+    import h5py
+
+    from ttrl.io import atomic_write
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as file:
+            for field in fields(transitions):
+                file.create_dataset(field.name, data=getattr(transitions, field.name))
+
+    return atomic_write(path, write)

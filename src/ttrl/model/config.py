@@ -1,0 +1,105 @@
+"""The Trajectory Transformer's hyperparameters, with the field names of the HuggingFace format."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ttrl.errors import TtrlError
+
+# Fields the HuggingFace config.json stores but the model never reads; written for compatibility.
+HF_UNUSED_FIELDS: dict[str, Any] = {
+    "learning_rate": 0.0006,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.02,
+    "kaiming_initializer_range": 1,
+    "layer_norm_eps": 1e-12,
+    "use_cache": True,
+    "pad_token_id": 1,
+    "bos_token_id": 50256,
+    "eos_token_id": 50256,
+}
+HF_MODEL_TYPE = "trajectory_transformer"
+
+
+@dataclass
+class TrajectoryTransformerConfig:
+    """Sizes and loss weights of a :class:`~ttrl.model.TrajectoryTransformer`.
+
+    Defaults are the paper's halfcheetah model (17 observation dims + 6 action dims + reward + value,
+    100 bins, 10 transitions per training sequence). Field names match the HuggingFace config.
+    """
+
+    vocab_size: int = 100  # bins per dimension (N); token id N is the stop token
+    observation_dim: int = 17
+    action_dim: int = 6
+    transition_dim: int = 25  # T = observation_dim + action_dim + 2 (reward, value)
+    block_size: int = 249  # longest sequence the model attends over (10 transitions - 1)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    action_weight: float = 5.0  # loss weight of action tokens (observation tokens weigh 1)
+    reward_weight: float = 1.0
+    value_weight: float = 1.0
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`TtrlError` naming the first inconsistent field."""
+        for name in (
+            "vocab_size",
+            "observation_dim",
+            "action_dim",
+            "block_size",
+            "n_layer",
+            "n_head",
+            "n_embd",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise TtrlError(f"model config {name}={value!r} must be a positive integer")
+        expected_transition_dim = self.observation_dim + self.action_dim + 2
+        if self.transition_dim != expected_transition_dim:
+            raise TtrlError(
+                f"model config transition_dim={self.transition_dim} must equal observation_dim + "
+                f"action_dim + 2 = {expected_transition_dim}; fix transition_dim or the dims"
+            )
+        if self.n_embd % self.n_head:
+            raise TtrlError(
+                f"model config n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"choose n_head dividing n_embd"
+            )
+        for name in ("embd_pdrop", "resid_pdrop", "attn_pdrop"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise TtrlError(f"model config {name}={value!r} must be a dropout rate in [0, 1)")
+
+    @property
+    def stop_token(self) -> int:
+        """Token id of the stop token (one past the last bin)."""
+        return self.vocab_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of the fields (what checkpoint bundles store as ``model_config``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TrajectoryTransformerConfig:
+        """Build a config from a dict, ignoring keys that are not fields (e.g. HF's extras)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in fields.items() if key in known})
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The config.json content that transformers' TrajectoryTransformerModel reads."""
+        return {
+            "architectures": ["TrajectoryTransformerModel"],
+            "model_type": HF_MODEL_TYPE,
+            **self.to_dict(),
+            **HF_UNUSED_FIELDS,
+            "transformers_version": "4.30.0",
+        }

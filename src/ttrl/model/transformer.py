@@ -1,0 +1,318 @@
+"""The Trajectory Transformer: a pre-LayerNorm GPT over discretised transitions.
+
+A transition ``[s, a, r, V]`` is ``T`` tokens, each dimension discretised into ``N`` bins. The token at
+absolute position ``p`` is embedded at row ``id + (p mod T) * N`` (the stop token ``N`` at row ``N*T``),
+predicted by the head of dimension ``p mod T``, and no query ever attends to a value-token key. With a
+key/value cache these position-dependent parts continue at the cached length, so cached decoding gives
+the same logits as running the whole sequence at once.
+
+Parameter names follow the HuggingFace ``TrajectoryTransformerModel``, so state dicts map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ttrl.errors import TtrlError
+from ttrl.model.config import TrajectoryTransformerConfig
+
+# One (key, value) pair per layer, each [B, n_head, L_past, n_embd // n_head].
+PastKeyValues = tuple[tuple[Tensor, Tensor], ...]
+
+
+@dataclass
+class TrajectoryTransformerOutput:
+    """What :meth:`TrajectoryTransformer.forward` returns; also indexable like a tuple of its set fields."""
+
+    loss: Tensor | None = None  # scalar weighted cross-entropy, when targets were given
+    logits: Tensor | None = None  # [B, L, vocab_size + 1]
+    past_key_values: PastKeyValues | None = None  # when use_cache=True
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are set, in order (loss, logits, past_key_values)."""
+        return tuple(v for v in (self.loss, self.logits, self.past_key_values) if v is not None)
+
+    def __getitem__(self, key: int | slice | str) -> Any:
+        if isinstance(key, str):
+            return getattr(self, key)
+        return self.to_tuple()[key]
+
+
+def past_length(past_key_values: PastKeyValues | None) -> int:
+    """Number of tokens a cache holds (0 for no cache)."""
+    return 0 if past_key_values is None else past_key_values[0][0].shape[2]
+
+
+def reorder_cache(past_key_values: PastKeyValues, index: Tensor) -> PastKeyValues:
+    """Select (and repeat or reorder) cache rows along the batch, e.g. to follow the surviving beams."""
+    return tuple(
+        (key.index_select(0, index), value.index_select(0, index)) for key, value in past_key_values
+    )
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention whose allowed (query, key) pairs come from a given boolean mask."""
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.key = nn.Linear(d, d)
+        self.query = nn.Linear(d, d)
+        self.value = nn.Linear(d, d)
+        self.proj = nn.Linear(d, d)
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
+        self.attn_pdrop = config.attn_pdrop
+        self.n_head = config.n_head
+
+    def forward(
+        self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        batch, length, d = x.shape
+        # One matmul for q, k, v: the separate layers stay separate in the state dict.
+        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
+        bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.n_head, d // self.n_head)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, h, L, d/h]
+        if layer_past is not None:
+            key = torch.cat((layer_past[0], key), dim=2)
+            value = torch.cat((layer_past[1], value), dim=2)
+        y = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=allowed,
+            dropout_p=self.attn_pdrop if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).reshape(batch, length, d)
+        return self.resid_drop(self.proj(y)), (key, value)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln1(x))``, then ``x + mlp(ln2(x))``."""
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        d = config.n_embd
+        self.ln1 = nn.LayerNorm(d)
+        self.ln2 = nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(config)
+        self.l1 = nn.Linear(d, 4 * d)
+        self.act = nn.GELU()
+        self.l2 = nn.Linear(4 * d, d)
+        self.drop = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        attended, present = self.attn(self.ln1(x), allowed, layer_past)
+        x = x + attended
+        x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
+        return x, present
+
+
+class DimensionHeads(nn.Module):
+    """One bias-free linear head per transition dimension; position ``p`` uses head ``p mod T``."""
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.empty(config.transition_dim, config.vocab_size + 1, config.n_embd)
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for weight in self.weight.data:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+
+    def forward(self, x: Tensor, start: int) -> Tensor:
+        """Logits ``[B, L, N+1]`` for hidden states ``x [B, L, d]`` at positions ``start, start+1, ...``."""
+        batch, length, d = x.shape
+        n_dims = self.weight.shape[0]
+        if length == 1:  # the decoding step: a single head
+            return F.linear(x, self.weight[start % n_dims])
+        # Pad to whole transitions so every head sees one row per transition: [T, B*K, d] @ [T, d, N+1].
+        front = start % n_dims
+        back = -(front + length) % n_dims
+        padded = F.pad(x, (0, 0, front, back))
+        per_dim = padded.view(-1, n_dims, d).transpose(0, 1)
+        logits = torch.bmm(per_dim, self.weight.transpose(1, 2)).transpose(0, 1)
+        return logits.reshape(batch, -1, self.weight.shape[1])[:, front : front + length]
+
+
+class TrajectoryTransformer(nn.Module):
+    """GPT over discretised trajectories with per-dimension embeddings and heads.
+
+    Example::
+
+        model = TrajectoryTransformer(TrajectoryTransformerConfig(observation_dim=11, action_dim=3,
+                                                                  transition_dim=16, block_size=159))
+        out = model(tokens, targets=targets, attention_mask=loss_mask)   # out.loss, out.logits
+        step = model(first_tokens, use_cache=True)                       # then feed one token at a time:
+        step = model(next_token, past_key_values=step.past_key_values, use_cache=True)
+    """
+
+    def __init__(self, config: TrajectoryTransformerConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        n_bins, n_dims, block = config.vocab_size, config.transition_dim, config.block_size
+        self.tok_emb = nn.Embedding(n_bins * n_dims + 1, config.n_embd)
+        self.pos_emb = nn.Parameter(torch.zeros(1, block, config.n_embd))
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = DimensionHeads(config)
+        self._register_position_tables()
+        self.apply(self._init_weights)
+
+    def _register_position_tables(self) -> None:
+        """Position-dependent constants, built once; forward slices them at the absolute positions."""
+        config = self.config
+        n_dims = config.transition_dim
+        positions = torch.arange(config.block_size)
+        dims = positions % n_dims
+        self.register_buffer("token_offsets", dims * config.vocab_size, persistent=False)
+        # allowed[q, k]: causal, and value-token keys are hidden from every query (itself included).
+        causal = positions[:, None] >= positions[None, :]
+        self.register_buffer("allowed", causal & (dims != n_dims - 1)[None, :], persistent=False)
+        # Weight of the target at position p, i.e. of the token at p + 1.
+        dim_weights = torch.ones(n_dims)
+        dim_weights[config.observation_dim : config.observation_dim + config.action_dim] = (
+            config.action_weight
+        )
+        dim_weights[-2] = config.reward_weight
+        dim_weights[-1] = config.value_weight
+        self.register_buffer(
+            "loss_weights", dim_weights[(positions + 1) % n_dims], persistent=False
+        )
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    # Sizes, for callers that hold only the model.
+    @property
+    def transition_dim(self) -> int:
+        return self.config.transition_dim
+
+    @property
+    def observation_dim(self) -> int:
+        return self.config.observation_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.config.action_dim
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    @property
+    def stop_token(self) -> int:
+        return self.config.stop_token
+
+    def num_parameters(self) -> int:
+        """Number of parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        trajectories: Tensor,
+        targets: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        past_key_values: PastKeyValues | None = None,
+        use_cache: bool = False,
+        return_dict: bool = True,
+    ) -> TrajectoryTransformerOutput | tuple[Any, ...]:
+        """Logits (and the loss) for token ids ``trajectories [B, L]``.
+
+        Args:
+            trajectories: bin ids in ``[0, N]`` (``N`` = stop token), starting at position
+                ``past_length(past_key_values)`` of a sequence that starts at a transition boundary.
+            targets: ``[B, L]`` next-token ids; when given, the loss is computed.
+            attention_mask: the LOSS mask ``[B, L]`` or ``[B, L, 1]`` (1 = counts); attention itself is
+                never masked beyond causality and the value tokens. None = all positions count.
+            past_key_values: the cache returned by an earlier call with ``use_cache=True``.
+            use_cache: return the cache extended by these tokens.
+            return_dict: False returns the tuple of set fields ``(loss, logits, past_key_values)``.
+        """
+        length = trajectories.shape[1]
+        start = past_length(past_key_values)
+        end = start + length
+        if end > self.config.block_size:
+            raise TtrlError(
+                f"sequence of {end} tokens ({start} cached + {length} new) exceeds the model's "
+                f"block_size {self.config.block_size}; crop the context to whole transitions"
+            )
+        tokens = torch.where(
+            trajectories == self.config.vocab_size,
+            self.config.vocab_size * self.config.transition_dim,
+            trajectories + self.token_offsets[start:end],
+        )
+        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start:end])
+        allowed = self.allowed[start:end, :end]
+        presents = []
+        for i, block in enumerate(self.blocks):
+            x, present = block(x, allowed, None if past_key_values is None else past_key_values[i])
+            presents.append(present)
+        logits = self.head(self.ln_f(x), start)
+        loss = (
+            None if targets is None else self._weighted_loss(logits, targets, attention_mask, start)
+        )
+        output = TrajectoryTransformerOutput(
+            loss=loss, logits=logits, past_key_values=tuple(presents) if use_cache else None
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _weighted_loss(
+        self, logits: Tensor, targets: Tensor, loss_mask: Tensor | None, start: int
+    ) -> Tensor:
+        """Cross-entropy weighted per target dimension, times the loss mask, averaged over all positions."""
+        batch, length, n_classes = logits.shape
+        per_token = F.cross_entropy(
+            logits.reshape(-1, n_classes).float(), targets.reshape(-1), reduction="none"
+        ).view(batch, length)
+        per_token = per_token * self.loss_weights[start : start + length]
+        if loss_mask is not None:
+            per_token = per_token * loss_mask.reshape(batch, length)
+        return per_token.mean()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
+    ) -> TrajectoryTransformer:
+        """Load a model from a ttrl bundle file, a run dir, a dir with ``model.pt``, or a HuggingFace dir.
+
+        ``which`` picks ``checkpoints/{which}.pt`` in a run dir. HuggingFace dirs (``config.json`` +
+        ``pytorch_model.bin`` or ``model.safetensors``) are read without importing transformers.
+        """
+        from ttrl.model.pretrained import load_config_and_weights, load_weights
+
+        config, state_dict = load_config_and_weights(path, which=which, map_location=map_location)
+        model = cls(config)
+        load_weights(model, state_dict)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike, hf_format: bool = False) -> Path:
+        """Save to ``directory/model.pt`` (a ttrl bundle) or, with ``hf_format``, in HuggingFace's layout."""
+        from ttrl.model.pretrained import save_model
+
+        return save_model(self, directory, hf_format=hf_format)

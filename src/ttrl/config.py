@@ -1,0 +1,239 @@
+"""Structured-config schemas for ``configs/train.yaml`` and its groups, registered in Hydra's ConfigStore.
+
+``configs/train.yaml`` starts its defaults list with ``train_schema`` (the :class:`TrainConfig` below),
+so every YAML value is merged into a typed dataclass: a misspelt key or a value of the wrong type
+fails at composition with Hydra's message, which :func:`compose_error_message` turns into one line.
+
+Each group's schema is also stored under ``ttrl_schema/<group>`` so other primary configs (e.g.
+``plan.yaml``) can type their sections the same way: ``- /ttrl_schema/planner@planner``.
+
+Importing this module also registers the ``ttrl.if_none`` resolver that ``train.yaml`` uses to let
+``run_dir=<path>`` pin the run directory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+# Values the code checks itself (OmegaConf has no Literal type); one place lists them.
+DEVICES = ("auto", "cpu", "cuda")
+DATASET_SOURCES = ("auto", "ttrl", "official")
+DISCRETIZER_KINDS = ("quantile", "uniform")
+LOGGER_MODES = ("online", "offline", "disabled")
+PLANNER_OBJECTIVES = ("return", "likelihood")
+
+
+@dataclass
+class EnvConfig:
+    """One dataset and the paper's hyperparameters for it (``configs/env/<dataset>.yaml``)."""
+
+    name: str = MISSING  # dataset name: D4RL-style, a Minari id, or a path to a D4RL HDF5 file
+    n_epochs_ref: float = 50.0  # paper: n_epochs = 1e6 / n_windows * n_epochs_ref
+
+
+@dataclass
+class DataConfig:
+    """How transitions become training windows (released-code defaults)."""
+
+    source: str = "auto"  # auto | ttrl | official (see ttrl.data.resolve_dataset)
+    discount: float = 0.99  # gamma of the value targets
+    termination_penalty: float = -100.0  # replaces the reward at a real terminal step
+    max_path_length: int = 1000  # episodes are padded to this length
+    sequence_length: int = 10  # transitions per training window
+    val_fraction: float = 0.05  # share of episodes held out for validation (0 = none)
+
+
+@dataclass
+class ModelConfig:
+    """Transformer size and loss weights; the data dims are filled in from the dataset."""
+
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    embd_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    action_weight: float = 5.0
+    reward_weight: float = 1.0
+    value_weight: float = 1.0
+    block_size: int | None = None  # None = sequence_length * transition_dim - 1
+
+
+@dataclass
+class DiscretizerConfig:
+    """Per-dimension discretisation of [s, a, r, V]."""
+
+    kind: str = "quantile"  # quantile (paper) | uniform
+    n_bins: int = 100  # N, the vocabulary size; token N is the stop token
+
+
+@dataclass
+class TrainerConfig:
+    """Optimisation, training budget and the intervals of evaluation, logging and saving.
+
+    Budget precedence: ``max_steps`` if set, else ``epochs`` if set, else the paper's
+    ``1e6 / n_windows * env.n_epochs_ref`` epochs. ``max_minutes`` (if set) additionally stops the
+    run early at that wall-clock time; the LR schedule always follows the step budget.
+    """
+
+    batch_size: int = 256  # per process; under DDP the global batch is world_size times this
+    learning_rate: float = 6e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    weight_decay: float = 0.1  # Linear and head weights only
+    grad_clip: float = 1.0  # max global grad norm (0 = off)
+    lr_decay: bool = True  # linear warmup then cosine to min_lr_ratio; False = constant LR
+    warmup_epochs: float = 1.0  # released code: one epoch of tokens
+    decay_epochs: float = 20.0  # cosine ends this many epochs after step 0 (released: 20x warmup)
+    min_lr_ratio: float = 0.1  # LR floor as a fraction of learning_rate
+    epochs: float | None = None  # overrides the paper formula
+    max_steps: int | None = None  # overrides epochs and the paper formula
+    max_minutes: float | None = None  # stop (and save) after this much wall-clock time
+    eval_interval: int = 2000  # steps between validations (and best.pt updates)
+    val_batches: int = 16  # validation batches per evaluation (None-like: 0 = the whole split)
+    log_interval: int = 100  # steps between train/ and perf/ logs
+    save_interval: int = 5000  # steps between last.pt saves (also saved at the end and on SIGTERM)
+    compile: bool = False  # torch.compile the model (the uncompiled state dict is saved)
+    amp: bool = True  # bf16 autocast + TF32 on CUDA (ignored on CPU)
+    num_threads: int | None = None  # torch CPU threads (None = torch's default)
+    progress: bool = True  # tqdm progress bar on rank 0
+
+
+@dataclass
+class LoggerConfig:
+    """Weights & Biases. ``offline`` needs no account and no network; sync later with ``wandb sync``."""
+
+    mode: str = "offline"  # online | offline | disabled
+    project: str = "ttrl"
+    entity: str | None = None
+    group: str | None = None  # None = env name + a hash of the config without the seed
+    name: str | None = None  # None = <env>-s<seed>
+    tags: list[str] = field(default_factory=list)
+    log_checkpoint: bool = True  # upload the final best.pt as an artifact (skipped offline)
+
+
+@dataclass
+class PlannerConfig:
+    """Beam-search planner settings (mirrors ``ttrl.planning.PlannerConfig``)."""
+
+    horizon: int = 15
+    beam_width: int = 128
+    n_expand: int = 2
+    k_obs: int | None = 1
+    k_act: int | None = None
+    k_rew: int | None = 1
+    cdf_obs: float | None = None
+    cdf_act: float | None = 0.6
+    cdf_rew: float | None = None
+    context_transitions: int = 5
+    window_transitions: int | None = 5  # None = no crop
+    plan_freq: int = 1
+    discount: float = 0.99
+    objective: str = "return"  # return | likelihood
+    use_cache: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """The whole ``configs/train.yaml``."""
+
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    discretizer: DiscretizerConfig = field(default_factory=DiscretizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    run_dir: str | None = None  # pin the run dir (resume in place; required under torchrun)
+
+
+GROUP_SCHEMAS: dict[str, type] = {
+    "env": EnvConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "discretizer": DiscretizerConfig,
+    "trainer": TrainerConfig,
+    "logger": LoggerConfig,
+    "planner": PlannerConfig,
+}
+
+
+def _if_none(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def register_configs() -> None:
+    """Store the schemas in Hydra's ConfigStore and register ttrl's resolvers (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=f"ttrl_schema/{group}", name=group, node=schema)
+    if not OmegaConf.has_resolver("ttrl.if_none"):
+        OmegaConf.register_new_resolver("ttrl.if_none", _if_none)
+
+
+register_configs()
+
+
+def choice_errors(cfg: Any) -> list[str]:
+    """Problems with string-valued choices that the schema types cannot express."""
+    checks = [
+        ("device", cfg.device, DEVICES),
+        ("data.source", cfg.data.source, DATASET_SOURCES),
+        ("discretizer.kind", cfg.discretizer.kind, DISCRETIZER_KINDS),
+        ("logger.mode", cfg.logger.mode, LOGGER_MODES),
+        ("planner.objective", cfg.planner.objective, PLANNER_OBJECTIVES),
+    ]
+    return [
+        f"{key}={value!r} is not one of {', '.join(allowed)}"
+        for key, value, allowed in checks
+        if value not in allowed
+    ]
+
+
+def validate_train_config(cfg: Any) -> None:
+    """Raise :class:`~ttrl.errors.TtrlError` for values the schema types let through."""
+    from ttrl.errors import TtrlError
+
+    problems = choice_errors(cfg)
+    trainer, data = cfg.trainer, cfg.data
+    positive = {
+        "trainer.batch_size": trainer.batch_size,
+        "trainer.learning_rate": trainer.learning_rate,
+        "trainer.eval_interval": trainer.eval_interval,
+        "trainer.log_interval": trainer.log_interval,
+        "trainer.save_interval": trainer.save_interval,
+        "data.sequence_length": data.sequence_length,
+        "data.max_path_length": data.max_path_length,
+        "discretizer.n_bins": cfg.discretizer.n_bins,
+    }
+    problems += [f"{key}={value} must be > 0" for key, value in positive.items() if value <= 0]
+    if not 0.0 <= data.val_fraction < 1.0:
+        problems.append(f"data.val_fraction={data.val_fraction} must be in [0, 1)")
+    if cfg.model.n_embd % cfg.model.n_head:
+        problems.append(
+            f"model.n_embd={cfg.model.n_embd} must be divisible by model.n_head={cfg.model.n_head}"
+        )
+    if problems:
+        raise TtrlError("bad config: " + "; ".join(problems))
+
+
+def compose_error_message(err: BaseException) -> str:
+    """One line from a Hydra/OmegaConf composition error and its causes, plus how to check."""
+    parts: list[str] = []
+    while err is not None:
+        lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+        # skip OmegaConf's unformatted message templates ("Value '$VALUE' ...")
+        if lines and "$" not in lines[0] and lines[0] not in parts:
+            parts.append(lines[0].rstrip("."))
+        err = err.__cause__ or err.__context__
+    message = ": ".join(parts) or "invalid config"
+    return (
+        f"{message}; check the key's spelling and type in configs/ "
+        "(`python scripts/train.py --cfg job` prints the composed config)"
+    )

@@ -9,6 +9,7 @@ from ttrl.data.loading import (
     make_transitions,
     write_d4rl_hdf5,
 )
+from ttrl.data.preprocess import Trajectories, preprocess
 from ttrl.data.registry import (
     ENVS,
     LEVELS,
@@ -20,11 +21,14 @@ from ttrl.data.registry import (
     split_dataset_name,
     ttrl_minari_id,
 )
+from ttrl.data.sequences import TokenDataset
 
 __all__ = [
     "ENVS",
     "LEVELS",
     "DatasetSpec",
+    "TokenDataset",
+    "Trajectories",
     "Transitions",
     "collect_dataset",
     "collect_episodes",
@@ -35,6 +39,7 @@ __all__ = [
     "load_transitions",
     "make_transitions",
     "official_minari_id",
+    "preprocess",
     "resolve_dataset",
     "split_dataset_name",
     "ttrl_minari_id",

@@ -1,0 +1,38 @@
+"""Make a dataset locally and write it as the Minari dataset ``ttrl/<env>/<level>-v0``.
+
+python scripts/make_dataset.py env=halfcheetah-random n_steps=100000 seed=0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from ttrl.cli import exit_on_user_error
+from ttrl.data.collect import collect_dataset
+
+# configs/env/ is the training config group, so this script reads its own YAML through the
+# ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice.
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "configs" / "make_dataset.yaml"
+ConfigStore.instance().store(name="make_dataset", node=OmegaConf.load(CONFIG_FILE))
+
+
+@hydra.main(config_path=None, config_name="make_dataset", version_base="1.3")
+@exit_on_user_error
+def main(cfg: DictConfig) -> None:
+    path = collect_dataset(
+        cfg.env,
+        n_steps=cfg.n_steps,
+        seed=cfg.seed,
+        overwrite=cfg.overwrite,
+        progress=cfg.progress,
+        max_episode_steps=cfg.max_episode_steps,
+    )
+    print(f"wrote {cfg.env} ({cfg.n_steps} steps) to {path}")
+
+
+if __name__ == "__main__":
+    main()

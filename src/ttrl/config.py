@@ -13,18 +13,23 @@ Importing this module also registers the ``ttrl.if_none`` resolver that ``train.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+# The planner section is typed by the planner's own settings class (one definition of its fields).
+from ttrl.planning.config import PlannerConfig
+
 # Values the code checks itself (OmegaConf has no Literal type); one place lists them.
 DEVICES = ("auto", "cpu", "cuda")
 DATASET_SOURCES = ("auto", "ttrl", "official")
 DISCRETIZER_KINDS = ("quantile", "uniform")
 LOGGER_MODES = ("online", "offline", "disabled")
-PLANNER_OBJECTIVES = ("return", "likelihood")
 
 
 @dataclass
@@ -116,27 +121,6 @@ class LoggerConfig:
 
 
 @dataclass
-class PlannerConfig:
-    """Beam-search planner settings (mirrors ``ttrl.planning.PlannerConfig``)."""
-
-    horizon: int = 15
-    beam_width: int = 128
-    n_expand: int = 2
-    k_obs: int | None = 1
-    k_act: int | None = None
-    k_rew: int | None = 1
-    cdf_obs: float | None = None
-    cdf_act: float | None = 0.6
-    cdf_rew: float | None = None
-    context_transitions: int = 5
-    window_transitions: int | None = 5  # None = no crop
-    plan_freq: int = 1
-    discount: float = 0.99
-    objective: str = "return"  # return | likelihood
-    use_cache: bool = True
-
-
-@dataclass
 class TrainConfig:
     """The whole ``configs/train.yaml``."""
 
@@ -187,7 +171,6 @@ def choice_errors(cfg: Any) -> list[str]:
         ("data.source", cfg.data.source, DATASET_SOURCES),
         ("discretizer.kind", cfg.discretizer.kind, DISCRETIZER_KINDS),
         ("logger.mode", cfg.logger.mode, LOGGER_MODES),
-        ("planner.objective", cfg.planner.objective, PLANNER_OBJECTIVES),
     ]
     return [
         f"{key}={value!r} is not one of {', '.join(allowed)}"
@@ -221,6 +204,7 @@ def validate_train_config(cfg: Any) -> None:
         )
     if problems:
         raise TtrlError("bad config: " + "; ".join(problems))
+    PlannerConfig(**OmegaConf.to_container(cfg.planner, resolve=True))  # raises its own TtrlError
 
 
 def compose_error_message(err: BaseException) -> str:
@@ -237,3 +221,20 @@ def compose_error_message(err: BaseException) -> str:
         f"{message}; check the key's spelling and type in configs/ "
         "(`python scripts/train.py --cfg job` prints the composed config)"
     )
+
+
+def run_hydra_main(main: Callable[[], Any]) -> Any:
+    """Call a ``@hydra.main`` function, turning config errors into one ``error:`` line (exit 2).
+
+    Hydra prints config errors over several lines; here it is told to raise them instead
+    (``HYDRA_FULL_ERROR``) and this prints what was wrong, where, and how to check it.
+    """
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        return main()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"error: {compose_error_message(err)}", file=sys.stderr)
+        sys.exit(2)

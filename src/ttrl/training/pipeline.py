@@ -1,0 +1,137 @@
+"""From a dataset name to training windows: load, preprocess, discretise, tokenise, split by episode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ttrl.errors import TtrlError
+from ttrl.model import TrajectoryTransformerConfig
+
+
+@dataclass
+class TrainingData:
+    """Everything training needs from the data stage."""
+
+    dataset_name: str
+    discretizer: Any  # ttrl.discretization.Discretizer
+    train: Any  # ttrl.data.TokenDataset
+    val: Any | None  # None when data.val_fraction is 0 or no episode was held out
+    observation_dim: int
+    action_dim: int
+    reconstruction_error: (
+        np.ndarray | None
+    )  # per transition dim; None when the discretiser is reused
+
+    @property
+    def transition_dim(self) -> int:
+        return self.observation_dim + self.action_dim + 2
+
+
+def prepare_data(cfg: Any, seed: int, discretizer_state: dict | None = None) -> TrainingData:
+    """Load ``cfg.env.name`` and turn it into train/val token windows.
+
+    The discretiser is fitted on the preprocessed ``[s, a, r, V]`` rows, or rebuilt from
+    ``discretizer_state`` when resuming (so a resumed run tokenises exactly as before).
+    """
+    from ttrl.data import TokenDataset, load_transitions, preprocess, resolve_dataset
+    from ttrl.discretization import Discretizer
+
+    data_cfg = cfg.data
+    spec = resolve_dataset(cfg.env.name, source=data_cfg.source)
+    trajectories = preprocess(
+        load_transitions(spec),
+        discount=data_cfg.discount,
+        termination_penalty=data_cfg.termination_penalty,
+        max_path_length=data_cfg.max_path_length,
+    )
+    if discretizer_state is None:
+        discretizer = Discretizer.fit(
+            trajectories.joined, n_bins=cfg.discretizer.n_bins, kind=cfg.discretizer.kind
+        )
+        error = np.asarray(discretizer.reconstruction_error(trajectories.joined))
+    else:
+        discretizer, error = Discretizer.from_state_dict(discretizer_state), None
+    tokens = TokenDataset.build(
+        trajectories,
+        discretizer,
+        sequence_length=data_cfg.sequence_length,
+        max_path_length=data_cfg.max_path_length,
+    )
+    if len(tokens) == 0:
+        raise TtrlError(
+            f"dataset {cfg.env.name} yields no training window of {data_cfg.sequence_length} "
+            "transitions; use a larger dataset or a smaller data.sequence_length"
+        )
+    train, val = split_windows(tokens, data_cfg.val_fraction, seed)
+    return TrainingData(
+        dataset_name=cfg.env.name,
+        discretizer=discretizer,
+        train=train,
+        val=val,
+        observation_dim=trajectories.observation_dim,
+        action_dim=trajectories.action_dim,
+        reconstruction_error=error,
+    )
+
+
+def split_windows(tokens: Any, val_fraction: float, seed: int) -> tuple[Any, Any | None]:
+    """Hold out ``val_fraction`` of the episodes; the validation part is None when it is empty."""
+    if val_fraction <= 0:
+        return tokens, None
+    train, val = tokens.split(val_fraction, seed)
+    if len(train) == 0:
+        raise TtrlError(
+            f"data.val_fraction={val_fraction} leaves no training window; lower it or use more data"
+        )
+    return train, (val if len(val) > 0 else None)
+
+
+def build_model_config(
+    model_cfg: Any, data: TrainingData, n_bins: int, sequence_length: int
+) -> TrajectoryTransformerConfig:
+    """The transformer's config: sizes from ``model_cfg``, dims from the data.
+
+    ``block_size`` defaults to ``sequence_length * T - 1`` (inputs are windows minus their last token).
+    """
+    needed = sequence_length * data.transition_dim - 1
+    block_size = model_cfg.block_size or needed
+    if block_size < needed:
+        raise TtrlError(
+            f"model.block_size={block_size} is too small for data.sequence_length={sequence_length} "
+            f"windows of {data.transition_dim} tokens (needs {needed}); set model.block_size=null"
+        )
+    return TrajectoryTransformerConfig(
+        vocab_size=n_bins,
+        observation_dim=data.observation_dim,
+        action_dim=data.action_dim,
+        transition_dim=data.transition_dim,
+        block_size=block_size,
+        n_layer=model_cfg.n_layer,
+        n_head=model_cfg.n_head,
+        n_embd=model_cfg.n_embd,
+        action_weight=model_cfg.action_weight,
+        reward_weight=model_cfg.reward_weight,
+        value_weight=model_cfg.value_weight,
+        embd_pdrop=model_cfg.embd_pdrop,
+        resid_pdrop=model_cfg.resid_pdrop,
+        attn_pdrop=model_cfg.attn_pdrop,
+    )
+
+
+def describe_reconstruction_error(error: np.ndarray, observation_dim: int, action_dim: int) -> str:
+    """One line summarising the discretiser's mean absolute reconstruction error per token type."""
+    groups = {
+        "obs": error[:observation_dim],
+        "act": error[observation_dim : observation_dim + action_dim],
+        "rew": error[-2:-1],
+        "val": error[-1:],
+    }
+    parts = [
+        f"{name} mean {part.mean():.3g} max {part.max():.3g}"
+        for name, part in groups.items()
+        if part.size
+    ]
+    return "discretizer reconstruction error (mean |x - decode(encode(x))|): " + "; ".join(parts)

@@ -1,0 +1,79 @@
+"""What a training checkpoint holds beyond the model: RNG streams and the trainer's state.
+
+Restoring the torch/numpy/python RNGs (dropout) and the batch-sampling generator together with the
+optimiser and scheduler makes a resumed run continue exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ttrl.checkpoint import CHECKPOINT_DIR
+from ttrl.errors import TtrlError
+
+# Model-config fields that must match the dataset for a checkpoint to be resumed on it.
+DATA_DIM_FIELDS = ("observation_dim", "action_dim", "transition_dim", "vocab_size", "block_size")
+
+
+def stream_seeds(seed: int, rank: int) -> tuple[int, int]:
+    """Independent seeds for (dropout RNG, batch sampling) of one rank, derived from the run seed."""
+    dropout, sampling = np.random.SeedSequence([seed, rank]).generate_state(2)
+    return int(dropout), int(sampling)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (legacy global state that libraries may use)
+    torch.manual_seed(seed)
+
+
+def capture_rng(sampler: torch.Generator) -> dict[str, Any]:
+    """The RNG states of this process: torch (CPU and CUDA), numpy, python and the batch sampler."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),  # noqa: NPY002
+        "python": random.getstate(),
+        "sampler": sampler.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
+    """Put back the states :func:`capture_rng` returned."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002
+    random.setstate(state["python"])
+    sampler.set_state(state["sampler"])
+
+
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """``<run_dir>/checkpoints/<which>.pt``."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
+
+
+def check_resumable(bundle: dict[str, Any], model_config: dict[str, Any], path: Path) -> None:
+    """Raise :class:`TtrlError` if the checkpoint was trained on data with other dims."""
+    if not isinstance(bundle.get("trainer"), dict):
+        raise TtrlError(
+            f"{path} holds no trainer state, so training cannot resume from it; "
+            "use a checkpoint written by scripts/train.py or a new run_dir"
+        )
+    saved = bundle.get("model_config") or {}
+    mismatched = [
+        f"{name} {saved.get(name)} vs {model_config[name]}"
+        for name in DATA_DIM_FIELDS
+        if saved.get(name) != model_config[name]
+    ]
+    if mismatched:
+        raise TtrlError(
+            f"checkpoint {path} does not fit this dataset/config (checkpoint vs now: "
+            f"{', '.join(mismatched)}); use the same env/data settings or a new run_dir"
+        )

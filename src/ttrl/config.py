@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 # The planner section is typed by the planner's own settings class (one definition of its fields).
 from ttrl.planning.config import PlannerConfig
+
+# The repository's configs/ folder (ttrl is installed editable from its checkout).
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 # Values the code checks itself (OmegaConf has no Literal type); one place lists them.
 DEVICES = ("auto", "cpu", "cuda")
@@ -162,6 +166,19 @@ def register_configs() -> None:
 
 
 register_configs()
+
+
+def compose_config(
+    name: str = "train", overrides: Sequence[str] = (), config_dir: str | Path = CONFIG_DIR
+) -> DictConfig:
+    """Compose ``configs/<name>.yaml`` with command-line style ``overrides`` (no run dir is made).
+
+    For notebooks and tests: ``train(compose_config(overrides=["env=hopper-medium"]), run_dir)``.
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        return compose(config_name=name, overrides=list(overrides))
 
 
 def choice_errors(cfg: Any) -> list[str]:

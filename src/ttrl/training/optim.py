@@ -57,13 +57,20 @@ class LRSchedule:
     enabled: bool = True
 
     def __call__(self, step: int) -> float:
-        """LR multiplier for optimiser step ``step`` (0-based: the first update uses step 0)."""
+        """LR multiplier for optimiser step ``step`` (0-based).
+
+        Like the released code, the multiplier counts the current batch: step ``k`` is at progress
+        ``k + 1`` batches, so the first update uses ``1 / warmup_steps`` of the LR.
+        """
         if not self.enabled:
             return 1.0
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
+        batches = step + 1
+        if batches < self.warmup_steps:
+            return batches / self.warmup_steps
         span = max(1, self.decay_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)  # clamped: the LR never rises again
+        progress = min(
+            1.0, (batches - self.warmup_steps) / span
+        )  # clamped: the LR never rises again
         return max(self.floor, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 

@@ -231,5 +231,5 @@ def _padded_tokens(
     shift = np.repeat(token_starts - trajectories.episode_starts, trajectories.episode_lengths)
     for begin in range(0, len(trajectories.joined), ENCODE_CHUNK_ROWS):
         end = min(begin + ENCODE_CHUNK_ROWS, len(trajectories.joined))
-        tokens[begin + shift[begin:end]] = discretizer.encode(trajectories.joined[begin:end])
+        tokens[np.arange(begin, end) + shift[begin:end]] = discretizer.encode(trajectories.joined[begin:end])
     return tokens

@@ -75,9 +75,9 @@ class Discretizer:
         data = _as_numpy(data).astype(np.float64)
         if data.ndim != 2 or len(data) == 0:
             raise TtrlError(f"discretizer data need shape [n > 0, T], got {data.shape}")
-        if not 1 <= n_bins <= 254:
+        if not 1 <= n_bins <= 32766:
             raise TtrlError(
-                f"n_bins must be in [1, 254] (tokens are stored as uint8), got {n_bins}"
+                f"n_bins must be in [1, 32766] (token ids are stored as int16), got {n_bins}"
             )
         if not np.isfinite(data).all():
             raise TtrlError("discretizer data hold NaN/inf values; clean the dataset first")

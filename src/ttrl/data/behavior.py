@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import io
 import json
 import math
 import shlex
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttrl.data.registry import ENVS, DatasetSpec
 from ttrl.errors import TtrlError
 from ttrl.io import atomic_torch_save, atomic_write, atomic_write_json
 
@@ -38,18 +40,10 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 # Where the shipped behaviour policies live: <repo>/policies/<env>/<level>.{pt,json}.
 POLICIES_DIR = Path(__file__).resolve().parents[3] / "policies"
 
-# D4RL's reference returns (d4rl/infos.py: REF_MIN_SCORE = random policy, REF_MAX_SCORE = expert
-# policy) and the gymnasium v5 env each D4RL env name maps to.
-_BEHAVIOR_ENVS: dict[str, tuple[str, float, float]] = {
-    "halfcheetah": ("HalfCheetah-v5", -280.178953, 12135.0),
-    "hopper": ("Hopper-v5", -20.272305, 3234.3),
-    "walker2d": ("Walker2d-v5", 1.629008, 4592.3),
-}
-
 
 @dataclass(frozen=True)
 class BehaviorEnv:
-    """A D4RL env name with its gymnasium id and D4RL reference returns."""
+    """A D4RL env name with its gymnasium v5 id and D4RL reference returns (from the registry)."""
 
     name: str
     env_id: str
@@ -57,17 +51,21 @@ class BehaviorEnv:
     ref_max_score: float
 
     def normalized_score(self, returns: float | np.ndarray) -> float | np.ndarray:
-        """100 * (R - random) / (expert - random), D4RL's normalisation."""
-        return 100.0 * (returns - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
+        """D4RL's normalisation: 100 * (R - random) / (expert - random)."""
+        spec = DatasetSpec(
+            self.name, self.env_id, None, None, self.ref_min_score, self.ref_max_score, "D4RL"
+        )
+        return spec.normalized_score(returns)
 
 
 def behavior_env(name: str) -> BehaviorEnv:
     """Look up a D4RL env name (``halfcheetah``, ``hopper``, ``walker2d``)."""
-    if name not in _BEHAVIOR_ENVS:
+    if name not in ENVS:
         raise TtrlError(
-            f"unknown env {name!r} for behaviour policies; use one of {sorted(_BEHAVIOR_ENVS)}"
+            f"unknown env {name!r} for behaviour policies; use one of {', '.join(ENVS)}"
         )
-    return BehaviorEnv(name, *_BEHAVIOR_ENVS[name])
+    info = ENVS[name]
+    return BehaviorEnv(name, info.env_id, info.ref_min_score, info.ref_max_score)
 
 
 def train_behavior_command(env: str) -> str:
@@ -336,35 +334,47 @@ def _write_state(run_dir: Path, state: _RunState) -> None:
 def _make_sac(cfg: BehaviorTrainingConfig, spec: BehaviorEnv) -> Any:
     from stable_baselines3 import SAC
 
-    buffer_size = min(cfg.total_steps, 1_000_000)
-    kwargs = {"buffer_size": buffer_size, "learning_starts": cfg.learning_starts, **cfg.sac}
+    kwargs = {"learning_starts": cfg.learning_starts, **cfg.sac}
     return SAC("MlpPolicy", gym.make(spec.env_id), seed=cfg.seed, device="cpu", verbose=0, **kwargs)
 
 
+_BUFFER_KEYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
+CHECKPOINT_FILE = "checkpoint.npz"
+
+
 def _save_checkpoint(model: Any, run_dir: Path) -> None:
-    """Model + replay buffer, each written atomically, so a killed run resumes from here."""
+    """Model and the filled part of its replay buffer in ONE file written atomically, so a killed
+    run always resumes from a consistent pair (SB3's own buffer pickle would also store the empty rows).
+    """
+    buffer = model.replay_buffer
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    model_zip = io.BytesIO()
+    model.save(model_zip)
+    arrays = {key: getattr(buffer, key)[:n] for key in _BUFFER_KEYS}
+    arrays |= {"pos": np.array(buffer.pos), "full": np.array(buffer.full)}
+    arrays["model_zip"] = np.frombuffer(model_zip.getvalue(), dtype=np.uint8)
 
-    def save_model(tmp: Path) -> None:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            model.save(f)
+            np.savez(f, **arrays)
 
-    def save_buffer(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            model.save_replay_buffer(f)
-
-    atomic_write(run_dir / "checkpoint" / "replay_buffer.pkl", save_buffer)
-    atomic_write(run_dir / "checkpoint" / "model.zip", save_model)
+    atomic_write(run_dir / CHECKPOINT_FILE, write)
 
 
 def _load_checkpoint(run_dir: Path, spec: BehaviorEnv) -> Any:
     from stable_baselines3 import SAC
 
-    model = SAC.load(run_dir / "checkpoint" / "model.zip", env=gym.make(spec.env_id), device="cpu")
-    model.load_replay_buffer(run_dir / "checkpoint" / "replay_buffer.pkl")
+    with np.load(run_dir / CHECKPOINT_FILE) as data:
+        model_zip = io.BytesIO(data["model_zip"].tobytes())
+        model = SAC.load(model_zip, env=gym.make(spec.env_id), device="cpu")
+        buffer = model.replay_buffer
+        for key in _BUFFER_KEYS:
+            values = data[key]
+            getattr(buffer, key)[: len(values)] = values
+        buffer.pos, buffer.full = int(data["pos"]), bool(data["full"])
     # The env restarts on resume: end the buffer's unfinished episode as a time-out there.
-    buffer = model.replay_buffer
-    last = (buffer.pos - 1) % buffer.buffer_size
     if buffer.full or buffer.pos > 0:
+        last = (buffer.pos - 1) % buffer.buffer_size
         buffer.dones[last] = 1.0
         buffer.timeouts[last] = 1.0
     return model
@@ -439,6 +449,14 @@ def _snapshot(
     return record
 
 
+def _rewind_state(state: _RunState, steps: int) -> None:
+    """Forget what happened after the checkpoint a run resumes from (it will happen again)."""
+    state.steps = steps
+    state.snapshots = [s for s in state.snapshots if s["step"] <= steps]
+    if state.medium_step is not None and state.medium_step > steps:
+        state.medium_step, state.medium_snapshot = None, None
+
+
 def _done(state: _RunState, cfg: BehaviorTrainingConfig) -> bool:
     """Training ends at ``total_steps``, or at the medium point when ``stop_at_medium``."""
     return state.steps >= cfg.total_steps or (cfg.stop_at_medium and state.medium_step is not None)
@@ -448,7 +466,7 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
     """Train SAC on ``cfg.env``, snapshotting the actor; resumes from ``run_dir`` if it holds a run.
 
     Writes ``run_dir/snapshots/step_*.{pt,json}``, ``state.json`` (every snapshot's return and the medium
-    point), ``medium_replay.npz`` (the buffer up to the medium point) and ``checkpoint/`` (to resume).
+    point), ``medium_replay.npz`` (the buffer up to the medium point) and ``checkpoint.npz`` (to resume).
     Returns the final state as a dict.
     """
     from tqdm.auto import tqdm
@@ -457,11 +475,10 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
     spec = behavior_env(cfg.env)
     run_dir = Path(run_dir)
     state = _read_state(run_dir)
-    resumed = (run_dir / "checkpoint" / "model.zip").is_file()
+    resumed = (run_dir / CHECKPOINT_FILE).is_file()
     model = _load_checkpoint(run_dir, spec) if resumed else _make_sac(cfg, spec)
     if resumed:
-        state.steps = int(model.num_timesteps)
-        state.snapshots = [s for s in state.snapshots if s["step"] <= state.steps]
+        _rewind_state(state, int(model.num_timesteps))
     # D4RL's medium level: about 1/3 of the expert's return (its reference max score).
     medium_return = cfg.medium_fraction * spec.ref_max_score
     bar = tqdm(

@@ -1,0 +1,223 @@
+"""Beam search over the Trajectory Transformer: the paper's planner, exact, cached and batched.
+
+Per planning step every kept plan is repeated ``n_expand`` times, actions are sampled token by token,
+reward and value tokens are taken (greedily by default), each candidate is scored and the best
+``beam_width`` per environment are kept; then the next observation is sampled. Every sampled token
+costs one incremental model step thanks to the key/value cache; the plans are identical to re-running
+the cropped window for every token (``use_cache=False``), random draws included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ttrl.errors import TtrlError
+from ttrl.planning.config import PlannerConfig
+from ttrl.planning.sampling import sample_tokens
+from ttrl.planning.window import ModelWindow
+
+
+@dataclass
+class Plan:
+    """The best plan found for each environment.
+
+    ``tokens [N_env, H, T]`` are the planned transitions ``[s_t, a_t, r_t, V_t]`` (``s_0`` is the
+    current observation); ``actions [N_env, H, A]`` their actions decoded to bin midpoints;
+    ``rewards``/``values [N_env, H]`` the expected reward and value-to-go the model predicted at each
+    step; ``scores [N_env]`` the objective the plan won with (discounted return, or log-likelihood).
+    """
+
+    tokens: Tensor
+    actions: Tensor
+    rewards: Tensor
+    values: Tensor
+    scores: Tensor
+
+    @property
+    def first_actions(self) -> Tensor:
+        """``[N_env, A]``: the actions to execute now."""
+        return self.actions[:, 0]
+
+
+class BeamPlanner:
+    """Plans with a trained :class:`~ttrl.model.TrajectoryTransformer` and its discretiser.
+
+    The ``likelihood`` objective ranks plans by the sum of the log-probabilities, under the unfiltered
+    temperature-1 distributions, of every token sampled so far in the plan: actions, rewards, values
+    and observations (the prefix is common to all plans and not counted). ``return`` ranks them by
+    ``sum_{i<=t} discount^i r_i + discount^(t+1) V_t`` with expected (not sampled) rewards and values.
+    """
+
+    def __init__(self, model: Any, discretizer: Any, config: PlannerConfig | None = None) -> None:
+        self.model = model
+        self.discretizer = discretizer
+        self.config = config if config is not None else PlannerConfig()
+        model_config = model.config
+        self.observation_dim = model_config.observation_dim
+        self.action_dim = model_config.action_dim
+        self.transition_dim = model_config.transition_dim
+        if discretizer.n_bins != model_config.vocab_size:
+            raise TtrlError(
+                f"discretizer has {discretizer.n_bins} bins but the model's vocab_size is "
+                f"{model_config.vocab_size}; plan with the discretizer the model was trained with"
+            )
+        self.config.check_fits_model(model_config.block_size, self.transition_dim)
+        window = self.config.window_transitions
+        self.max_window = None if window is None else window * self.transition_dim - 1
+
+    def plan(self, prefix: Tensor, generator: torch.Generator | None = None) -> Plan:
+        """Plan for ``prefix [N_env, L]`` (context transitions then the current observation's tokens).
+
+        All environments are searched together in one model batch of ``N_env * beam`` rows.
+        ``generator`` drives every random draw (default: torch's global generator).
+        """
+        self._check_prefix(prefix)
+        prefix = prefix.to(next(self.model.parameters()).device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                return self._search(prefix, generator)
+        finally:
+            self.model.train(was_training)
+
+    def _check_prefix(self, prefix: Tensor) -> None:
+        if prefix.dim() != 2 or prefix.dtype != torch.long:
+            raise TtrlError(
+                f"plan() needs a LongTensor prefix [N_env, L], got {prefix.dtype} {tuple(prefix.shape)}; "
+                f"build it with PlanningContext.prefix()"
+            )
+        length, S, T = prefix.shape[1], self.observation_dim, self.transition_dim
+        if length < S or (length - S) % T:
+            raise TtrlError(
+                f"prefix length {length} is not whole transitions (T={T}) plus one observation "
+                f"(S={S}); build it with PlanningContext.prefix()"
+            )
+        if self.max_window is None:
+            fed = length + self.config.horizon * T - S - 1
+            block_size = self.model.config.block_size
+            if fed > block_size:
+                raise TtrlError(
+                    f"prefix of {length} tokens plus horizon={self.config.horizon} feed the model "
+                    f"{fed} tokens but its block_size is {block_size}; shorten the context or set "
+                    f"window_transitions"
+                )
+
+    def _search(self, prefix: Tensor, generator: torch.Generator | None) -> Plan:
+        cfg = self.config
+        S, A, T, H = self.observation_dim, self.action_dim, self.transition_dim, cfg.horizon
+        n_env, prefix_length = prefix.shape
+        device = prefix.device
+        beams = _Beams(prefix, H * T - S)
+        window = ModelWindow(self.model, prefix, T, self.max_window, cfg.use_cache)
+        likelihood = cfg.objective == "likelihood"
+
+        def sample(logits: Tensor, top_k: int | None, cdf: float | None) -> Tensor:
+            tokens, probs = sample_tokens(logits, top_k, cdf, generator)
+            beams.append(tokens)
+            if likelihood:
+                beams.log_likelihood += probs.gather(-1, tokens[:, None]).squeeze(-1).log()
+            return probs
+
+        logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+        beams.init_scores(H, logits.dtype)
+        discounts = cfg.discount ** torch.arange(H + 1, dtype=logits.dtype, device=device)
+        for t in range(H):
+            factor = cfg.n_expand * (cfg.beam_width if t == 0 else 1)
+            rows = beams.repeat(factor)
+            window.select(rows)
+            logits = logits.index_select(0, rows)
+            for _ in range(A):
+                sample(logits, cfg.k_act, cfg.cdf_act)
+                logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+            reward_probs = sample(logits, cfg.k_rew, cfg.cdf_rew)
+            logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+            value_probs = sample(logits, cfg.k_rew, cfg.cdf_rew)
+            beams.rewards[:, t] = self._expected(reward_probs, S + A)
+            beams.rewards[:, t + 1] = beams.step_values[:, t] = self._expected(
+                value_probs, S + A + 1
+            )
+            objective = beams.log_likelihood if likelihood else (beams.rewards * discounts).sum(-1)
+            rows, scores = _best_per_env(objective, n_env, cfg.beam_width)
+            beams.select(rows)
+            beams.scores = scores
+            window.select(rows)
+            if t < H - 1:
+                for _ in range(S):
+                    logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+                    sample(logits, cfg.k_obs, cfg.cdf_obs)
+                logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+        return self._best_plans(beams, prefix_length - S)
+
+    def _expected(self, probs: Tensor, dim: int) -> Tensor:
+        """Expected midpoint of transition dimension ``dim`` (stop-token mass dropped)."""
+        expected = self.discretizer.expected_value(probs, dim)
+        return torch.as_tensor(expected, dtype=probs.dtype, device=probs.device)
+
+    def _best_plans(self, beams: _Beams, plan_start: int) -> Plan:
+        n_env, T, S, A = beams.n_env, self.transition_dim, self.observation_dim, self.action_dim
+        scores = beams.scores.view(n_env, -1)
+        best = scores.argmax(dim=-1) + torch.arange(n_env, device=scores.device) * scores.shape[1]
+        tokens = beams.sequences.index_select(0, best)[:, plan_start:].reshape(n_env, -1, T)
+        # A stop token among the actions decodes as the last bin (the released code clips it too).
+        action_tokens = tokens[:, :, S : S + A].clamp(max=self.discretizer.n_bins - 1)
+        actions = torch.as_tensor(self.discretizer.decode(action_tokens, dims=slice(S, S + A)))
+        return Plan(
+            tokens=tokens,
+            actions=actions.to(device=tokens.device, dtype=torch.float32),
+            rewards=beams.rewards.index_select(0, best)[:, :-1],
+            values=beams.step_values.index_select(0, best),
+            scores=beams.scores.index_select(0, best),
+        )
+
+
+class _Beams:
+    """Token sequences and running scores of all beams, environment-major (rows of env e together)."""
+
+    def __init__(self, prefix: Tensor, plan_tokens: int) -> None:
+        self.n_env, prefix_length = prefix.shape
+        self.sequences = torch.empty(
+            self.n_env, prefix_length + plan_tokens, dtype=torch.long, device=prefix.device
+        )
+        self.sequences[:, :prefix_length] = prefix
+        self.length = prefix_length
+        self.row_env = torch.arange(self.n_env, device=prefix.device)
+
+    def init_scores(self, horizon: int, dtype: torch.dtype) -> None:
+        zeros = torch.zeros(self.n_env, horizon + 1, dtype=dtype, device=self.sequences.device)
+        self.rewards = zeros  # [rows, H + 1]: r_0 .. r_t, then V_t
+        self.step_values = zeros[:, :-1].clone()  # [rows, H]: V_t of every step
+        self.log_likelihood = zeros[:, 0].clone()
+        self.scores = zeros[:, 0].clone()
+
+    def append(self, tokens: Tensor) -> None:
+        self.sequences[:, self.length] = tokens
+        self.length += 1
+
+    def repeat(self, factor: int) -> Tensor:
+        """Tile each environment's beams ``factor`` times (like ``x.repeat(factor, 1)`` per env)."""
+        per_env = self.sequences.shape[0] // self.n_env
+        rows = torch.arange(self.sequences.shape[0], device=self.sequences.device)
+        rows = rows.view(self.n_env, 1, per_env).expand(-1, factor, -1).reshape(-1)
+        self.select(rows)
+        return rows
+
+    def select(self, rows: Tensor) -> None:
+        self.sequences = self.sequences.index_select(0, rows)
+        self.row_env = self.row_env.index_select(0, rows)
+        self.rewards = self.rewards.index_select(0, rows)
+        self.step_values = self.step_values.index_select(0, rows)
+        self.log_likelihood = self.log_likelihood.index_select(0, rows)
+        self.scores = self.scores.index_select(0, rows)
+
+
+def _best_per_env(objective: Tensor, n_env: int, keep: int) -> tuple[Tensor, Tensor]:
+    """Rows of the ``keep`` best candidates of every environment, best first, and their scores."""
+    per_env = objective.view(n_env, -1)
+    scores, rows = per_env.topk(keep, dim=-1)
+    rows = rows + torch.arange(n_env, device=rows.device)[:, None] * per_env.shape[1]
+    return rows.reshape(-1), scores.reshape(-1)

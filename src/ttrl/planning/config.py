@@ -1,0 +1,100 @@
+"""Beam-search planner settings, checked once when the planner is built."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ttrl.errors import TtrlError
+
+OBJECTIVES = ("return", "likelihood")
+
+
+@dataclass
+class PlannerConfig:
+    """Settings of :class:`~ttrl.planning.BeamPlanner` (defaults: the paper's beam search).
+
+    ``k_*`` keep only the k most likely tokens of a distribution (None: no top-k filter) and ``cdf_*``
+    drop its low-probability tail holding that fraction of the mass (None: no tail filter); the suffix
+    says which tokens they apply to: observations, actions, or rewards and values.
+    """
+
+    horizon: int = 15  # transitions planned ahead (H)
+    beam_width: int = 128  # plans kept after every step, per environment
+    n_expand: int = 2  # continuations sampled from every kept plan at each step
+    k_obs: int | None = 1  # observations: greedy by default
+    k_act: int | None = None
+    k_rew: int | None = 1  # rewards and values: greedy by default
+    cdf_obs: float | None = None
+    cdf_act: float | None = 0.6  # drop the tail holding 60% of the action mass
+    cdf_rew: float | None = None
+    context_transitions: int = 5  # executed transitions given to the model before the observation
+    window_transitions: int | None = (
+        5  # the model sees at most this many transitions - 1 token; None: all
+    )
+    plan_freq: int = (
+        1  # replan every this many environment steps (in between, follow the last plan)
+    )
+    discount: float = 0.99  # discount of the planning objective
+    objective: str = (
+        "return"  # "return": rewards + value; "likelihood": log-probability (imitation)
+    )
+    use_cache: bool = True  # reuse attention keys/values between tokens (same plans, much faster)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`TtrlError` naming the first setting that cannot work."""
+        for name in ("horizon", "beam_width", "n_expand", "plan_freq"):
+            _require_positive_int(name, getattr(self, name))
+        _require_int_at_least("context_transitions", self.context_transitions, 0)
+        if self.window_transitions is not None:
+            _require_positive_int("window_transitions", self.window_transitions)
+        for name in ("k_obs", "k_act", "k_rew"):
+            value = getattr(self, name)
+            if value is not None:
+                _require_positive_int(name, value)
+        for name in ("cdf_obs", "cdf_act", "cdf_rew"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise TtrlError(
+                    f"planner {name}={value!r} must be a probability mass in [0, 1) or null"
+                )
+        if not (isinstance(self.discount, int | float) and 0.0 < self.discount <= 1.0):
+            raise TtrlError(f"planner discount={self.discount!r} must be in (0, 1]")
+        if self.objective not in OBJECTIVES:
+            raise TtrlError(
+                f"planner objective={self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}"
+            )
+
+    def check_fits_model(self, block_size: int, transition_dim: int) -> None:
+        """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""
+        if self.window_transitions is not None:
+            window_tokens = self.window_transitions * transition_dim - 1
+            if window_tokens > block_size:
+                raise TtrlError(
+                    f"planner window_transitions={self.window_transitions} is {window_tokens} tokens "
+                    f"but the model attends over block_size={block_size}; lower window_transitions "
+                    f"to at most {(block_size + 1) // transition_dim}"
+                )
+            return
+        longest = self.longest_sequence(transition_dim)
+        if longest > block_size:
+            raise TtrlError(
+                f"planner context_transitions={self.context_transitions} + horizon={self.horizon} "
+                f"feed the model {longest} tokens but its block_size is {block_size}; lower horizon "
+                f"or context_transitions, or set window_transitions to crop the context"
+            )
+
+    def longest_sequence(self, transition_dim: int) -> int:
+        """Most tokens the model is given at once without cropping (the last value is never fed)."""
+        return (self.context_transitions + self.horizon) * transition_dim - 1
+
+
+def _require_positive_int(name: str, value: object) -> None:
+    _require_int_at_least(name, value, 1)
+
+
+def _require_int_at_least(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise TtrlError(f"planner {name}={value!r} must be an integer >= {low}")

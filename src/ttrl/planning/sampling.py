@@ -1,0 +1,54 @@
+"""Drawing one token per row from the model's next-token logits, with the paper's filters."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# What filtered-out logits are set to by the tail (cdf) filter; the top-k filter uses -inf.
+CDF_FILTERED_LOGIT = -1000.0
+
+
+def filter_cdf(logits: Tensor, probs: Tensor, cdf: float) -> Tensor:
+    """Drop the least likely tokens whose probabilities add up to less than ``cdf``.
+
+    ``probs`` must be ``softmax(logits)``. The threshold is the largest sorted probability whose
+    running sum is still below ``cdf`` (the smallest one if none is); every token at or below it gets
+    logit -1000, so the most likely token always survives.
+    """
+    sorted_probs = probs.sort(dim=-1).values
+    below = sorted_probs.cumsum(dim=-1) < cdf
+    # Running sums only grow, so `below` is a run of Trues at the front: its last index is count - 1.
+    last_below = (below.sum(dim=-1, keepdim=True) - 1).clamp(min=0)
+    threshold = sorted_probs.gather(-1, last_below)
+    return logits.masked_fill(probs <= threshold, CDF_FILTERED_LOGIT)
+
+
+def keep_top_k(logits: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest logits per row (ties with the k-th all stay); the rest become -inf."""
+    if k == 1:
+        kth_largest = logits.amax(dim=-1, keepdim=True)
+    else:
+        kth_largest = logits.topk(min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def sample_tokens(
+    logits: Tensor,
+    top_k: int | None,
+    cdf: float | None,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample one token per row of ``logits [B, V]`` (temperature 1) after the optional filters.
+
+    Returns ``(tokens [B], probs [B, V])``, ``probs`` being the unfiltered distribution (what the
+    planner's expected rewards and likelihoods use). The tail filter runs before top-k.
+    """
+    probs = logits.softmax(dim=-1)
+    filtered = logits
+    if cdf is not None:
+        filtered = filter_cdf(filtered, probs, cdf)
+    if top_k is not None:
+        filtered = keep_top_k(filtered, top_k)
+    tokens = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator)
+    return tokens.squeeze(-1), probs

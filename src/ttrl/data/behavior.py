@@ -474,8 +474,8 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
     torch.set_num_threads(cfg.torch_threads)
     spec = behavior_env(cfg.env)
     run_dir = Path(run_dir)
-    state = _read_state(run_dir)
     resumed = (run_dir / CHECKPOINT_FILE).is_file()
+    state = _read_state(run_dir) if resumed else _RunState()
     model = _load_checkpoint(run_dir, spec) if resumed else _make_sac(cfg, spec)
     if resumed:
         _rewind_state(state, int(model.num_timesteps))

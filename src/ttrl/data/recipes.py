@@ -24,7 +24,7 @@ from ttrl.data.behavior import (
     shipped_policy_path,
     train_behavior_command,
 )
-from ttrl.data.collect import collect_episodes, write_minari_dataset
+from ttrl.data.collect import collect_dataset, collect_episodes, write_minari_dataset
 from ttrl.data.registry import (
     ENVS,
     minari_dataset_exists,
@@ -71,6 +71,10 @@ def make_level_dataset(
     if minari_dataset_exists(dataset_id) and not overwrite:
         raise TtrlError(
             f"dataset {dataset_id} already exists; pass overwrite=true to make it again"
+        )
+    if level == "random":
+        return collect_dataset(
+            name, n_steps, seed, "random", overwrite, progress, max_episode_steps
         )
     policies_dir = Path(policies_dir or POLICIES_DIR)
     if level == "medium-replay":
@@ -132,18 +136,18 @@ def _rollout_episodes(
     progress: bool,
     max_episode_steps: int | None,
 ) -> tuple[list, dict[str, Any]]:
-    """random / medium / expert: ``n_steps`` of uniform actions or the level's policy (sampled)."""
-    if level == "random":
-        policy: Any = "random"
-        metadata: dict[str, Any] = {"policy": "random"}
-    else:
-        path = shipped_policy_path(env, level, policies_dir)
-        policy = load_policy(path, seed=seed)
-        metadata = _policy_metadata(path)
+    """medium / expert: ``n_steps`` of the level's policy, actions sampled as D4RL did."""
+    path = shipped_policy_path(env, level, policies_dir)
+    policy = load_policy(path, seed=seed)
     episodes = collect_episodes(
         ENVS[env].env_id, policy, n_steps, seed, progress, max_episode_steps
     )
-    return episodes, {**metadata, "n_steps": n_steps, "max_episode_steps": max_episode_steps}
+    metadata = {
+        **_policy_metadata(path),
+        "n_steps": n_steps,
+        "max_episode_steps": max_episode_steps,
+    }
+    return episodes, metadata
 
 
 def load_replay_episodes(

@@ -1,0 +1,147 @@
+"""What planning needs, from a training run dir or from a HuggingFace-format checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ttrl.checkpoint import find_bundle, load_bundle
+from ttrl.data import DatasetSpec, resolve_dataset
+from ttrl.data.registry import ENVS, dataset_names, split_dataset_name
+from ttrl.errors import TtrlError
+
+
+@dataclass
+class PlanningInputs:
+    """A trained model with its discretiser and where they came from.
+
+    Attributes:
+        model: the :class:`~ttrl.model.TrajectoryTransformer`.
+        discretizer: the :class:`~ttrl.discretization.Discretizer` its tokens were made with.
+        dataset: the dataset name the model was trained on (``cfg.env.name`` of the run).
+        train_config: the run's resolved training config ({} for a HuggingFace checkpoint).
+        trainer: the run's trainer state (W&B run id, step, ...; {} when there is none).
+        source: the checkpoint file or directory that was loaded.
+    """
+
+    model: Any
+    discretizer: Any
+    dataset: str
+    train_config: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+
+def load_run(
+    run_dir: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
+) -> PlanningInputs:
+    """Model, discretiser and config of a training run (``<run_dir>/checkpoints/<which>.pt``)."""
+    from ttrl.discretization import Discretizer
+    from ttrl.model import TrajectoryTransformer
+
+    file = find_bundle(run_dir, which)
+    bundle = load_bundle(file, map_location=map_location)
+    if not bundle.get("discretizer"):
+        raise TtrlError(
+            f"checkpoint {file} holds no discretiser; plan a HuggingFace checkpoint with "
+            f"`checkpoint=<dir> env=<dataset>` instead, which refits it on the dataset"
+        )
+    config = bundle.get("config") or {}
+    dataset = (config.get("env") or {}).get("name")
+    if not dataset:
+        raise TtrlError(
+            f"checkpoint {file} does not record its dataset (config env.name); pass env=<dataset>"
+        )
+    return PlanningInputs(
+        model=TrajectoryTransformer.from_pretrained(file, map_location=map_location),
+        discretizer=Discretizer.from_state_dict(bundle["discretizer"]),
+        dataset=dataset,
+        train_config=config,
+        trainer=bundle.get("trainer") or {},
+        source=file,
+    )
+
+
+def load_checkpoint_with_dataset(
+    checkpoint: str | os.PathLike,
+    dataset: str,
+    data_config: Mapping[str, Any],
+    source: str = "auto",
+    map_location: Any = "cpu",
+) -> PlanningInputs:
+    """A HuggingFace-format (or weights-only) checkpoint, its discretiser refit on ``dataset``.
+
+    Such checkpoints hold weights only; the quantile discretiser is refit on the dataset with the
+    same preprocessing as training (``data_config``: discount, termination_penalty,
+    max_path_length), which reproduces the released code's tokens.
+    """
+    from ttrl.data import load_transitions
+    from ttrl.data.preprocess import preprocess
+    from ttrl.discretization import Discretizer
+    from ttrl.model import TrajectoryTransformer
+
+    model = TrajectoryTransformer.from_pretrained(checkpoint, map_location=map_location)
+    trajectories = preprocess(
+        load_transitions(resolve_dataset(dataset, source)),
+        discount=data_config.get("discount", 0.99),
+        termination_penalty=data_config.get("termination_penalty", -100.0),
+        max_path_length=data_config.get("max_path_length", 1000),
+    )
+    if trajectories.transition_dim != model.config.transition_dim:
+        raise TtrlError(
+            f"dataset {dataset!r} has transition dim {trajectories.transition_dim} "
+            f"(observation {trajectories.observation_dim}, action {trajectories.action_dim}) but "
+            f"checkpoint {checkpoint} expects {model.config.transition_dim} (observation "
+            f"{model.config.observation_dim}, action {model.config.action_dim}); pass the dataset it was trained on"
+        )
+    discretizer = Discretizer.fit(
+        trajectories.joined, n_bins=model.config.vocab_size, kind="quantile"
+    )
+    return PlanningInputs(
+        model=model, discretizer=discretizer, dataset=dataset, source=Path(checkpoint)
+    )
+
+
+def evaluation_spec(dataset: str, source: str = "auto") -> DatasetSpec:
+    """The env and reference scores of ``dataset``; D4RL-style names need no data on disk.
+
+    Planning only needs the environment id and the reference returns, so a model can be evaluated
+    on a machine that does not hold its training data.
+    """
+    try:
+        return resolve_dataset(dataset, source)
+    except TtrlError:
+        if dataset not in dataset_names():
+            raise
+        info = ENVS[split_dataset_name(dataset)[0]]
+        return DatasetSpec(
+            name=dataset,
+            env_id=info.env_id,
+            minari_id=None,
+            hdf5_path=None,
+            ref_min_score=info.ref_min_score,
+            ref_max_score=info.ref_max_score,
+            ref_source="D4RL",
+        )
+
+
+def planner_config_from(
+    base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
+) -> Any:
+    """A :class:`~ttrl.planning.PlannerConfig` from ``base`` (the run's settings) updated by ``overrides``."""
+    from ttrl.planning import PlannerConfig
+
+    known = {f.name for f in dataclasses.fields(PlannerConfig)}
+    # The run's section may carry keys of its own (e.g. a schema name); only known ones apply.
+    settings = {k: v for k, v in (base or {}).items() if k in known}
+    settings.update(overrides or {})
+    unknown = sorted(set(overrides or {}) - known)
+    if unknown:
+        raise TtrlError(
+            f"unknown planner setting(s) {', '.join(unknown)}; valid ones are {', '.join(sorted(known))}"
+        )
+    return PlannerConfig(**settings)

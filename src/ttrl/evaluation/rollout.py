@@ -1,0 +1,353 @@
+"""Rollouts: N MuJoCo episodes planned together in one beam-search batch.
+
+Every episode starts at the same time, so the episodes still running always share their step
+count and their planning prefixes have the same length: one ``BeamPlanner.plan`` call over the
+running episodes decides all of them. Episodes that end (terminated or truncated) drop out of the
+batch and the rest go on. Between replans (``plan_freq`` > 1) each episode executes the next
+action of its current plan.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ttrl.data import DatasetSpec
+from ttrl.errors import TtrlError
+from ttrl.evaluation.scores import EpisodeResult, aggregate, realised_values
+from ttrl.evaluation.video import VideoRecorder
+
+EnvFactory = Callable[[str, int | None, bool], Any]
+
+
+def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = False) -> Any:
+    """A gymnasium env; ``max_episode_steps`` None keeps the env's own limit (1000 for MuJoCo)."""
+    import gymnasium as gym
+
+    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.Error as err:
+        raise TtrlError(f"cannot make environment {env_id!r}: {err}") from err
+
+
+@dataclass
+class EpisodeResults:
+    """What :func:`evaluate` measured: one :class:`EpisodeResult` per episode, scores, timing."""
+
+    episodes: list[EpisodeResult]
+    env_id: str
+    dataset: str
+    reference: dict[str, Any]
+    timing: dict[str, float]
+    video_path: Path | None = None
+    planner: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aggregates(self) -> dict[str, Any]:
+        """Mean ± standard error of return, normalised score and length."""
+        return aggregate(self.episodes)
+
+    def summary(self) -> str:
+        """One line: env, episodes, normalised score mean ± se (or return), decisions/s."""
+        agg = self.aggregates
+        if agg["normalized_score_mean"] is not None:
+            score = f"score {agg['normalized_score_mean']:.1f} ± {agg['normalized_score_se']:.1f}"
+        else:
+            score = "score n/a (no reference scores)"
+        return (
+            f"{self.dataset} ({self.env_id}): {agg['n_episodes']} episodes, {score}, "
+            f"return {agg['return_mean']:.1f} ± {agg['return_se']:.1f}, "
+            f"{self.timing['decisions_per_second']:.2f} decisions/s"
+        )
+
+
+def check_spaces(env: Any, env_id: str, observation_dim: int, action_dim: int) -> None:
+    """TtrlError naming both sides if the env's observation/action sizes differ from the model's."""
+    env_obs = int(np.prod(env.observation_space.shape))
+    env_act = int(np.prod(env.action_space.shape))
+    if (env_obs, env_act) != (observation_dim, action_dim):
+        raise TtrlError(
+            f"environment {env_id} has observation dim {env_obs} and action dim {env_act} but the model "
+            f"expects observation dim {observation_dim} and action dim {action_dim}; "
+            f"evaluate on the dataset's environment the model was trained on"
+        )
+
+
+@dataclass
+class _Episode:
+    """The running state of one episode."""
+
+    index: int
+    seed: int
+    env: Any
+    observation: np.ndarray
+    rewards: list[float] = field(default_factory=list)
+    predicted_rewards: list[float] = field(default_factory=list)
+    predicted_values: list[float] = field(default_factory=list)
+    terminated: bool = False
+    truncated: bool = False
+    stop_actions: int = 0  # steps whose planned action held the stop token (executed as 0)
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+def evaluate(
+    model: torch.nn.Module,
+    discretizer: Any,
+    planner_config: Any,
+    spec: DatasetSpec,
+    n_episodes: int = 10,
+    seed: int = 0,
+    max_episode_steps: int | None = None,
+    video_path: str | Path | None = None,
+    value_discount: float = 0.99,
+    termination_penalty: float = -100.0,
+    env_factory: EnvFactory = make_env,
+    progress: bool = True,
+) -> EpisodeResults:
+    """Roll out ``n_episodes`` episodes with the beam-search planner, all planned in one batch.
+
+    Args:
+        model: a trained :class:`~ttrl.model.TrajectoryTransformer` (set to eval mode here).
+        discretizer: the :class:`~ttrl.discretization.Discretizer` the model was trained with.
+        planner_config: a :class:`~ttrl.planning.PlannerConfig`.
+        spec: the dataset the model was trained on: its ``env_id`` and reference scores.
+        n_episodes: episodes to run; episode ``i`` resets its env with ``seed + i``.
+        seed: base seed of the envs and of the planner's sampling.
+        max_episode_steps: step limit per episode; None keeps the env's (1000 for MuJoCo).
+        video_path: if set, the first episode is rendered offscreen into this MP4.
+        value_discount, termination_penalty: how realised values are computed for the
+            predicted-vs-realised comparison (the training targets' conventions).
+        env_factory: ``(env_id, max_episode_steps, render) -> env``; tests pass wrapped envs.
+        progress: show tqdm bars over steps and episodes.
+    """
+    from ttrl.planning import BeamPlanner
+
+    if n_episodes < 1:
+        raise TtrlError(f"n_episodes must be at least 1, got {n_episodes}")
+    if spec.env_id is None:
+        raise TtrlError(
+            f"dataset {spec.name!r} names no environment to evaluate in; use a D4RL-style name "
+            f"or a Minari dataset whose metadata has an env_spec"
+        )
+    model.eval()
+    # Made before any env so a bad planner setting (horizon, beam width) fails at once.
+    planner = BeamPlanner(model, discretizer, planner_config)
+    observation_dim, action_dim = model.config.observation_dim, model.config.action_dim
+    episodes = _start_episodes(
+        env_factory,
+        spec.env_id,
+        n_episodes,
+        seed,
+        max_episode_steps,
+        video_path is not None,
+        observation_dim,
+        action_dim,
+    )
+    recorder = VideoRecorder(episodes[0].env, video_path) if video_path is not None else None
+    if recorder is not None:
+        recorder.capture()
+    results = _run_episodes(
+        planner,
+        planner_config,
+        discretizer,
+        episodes,
+        recorder,
+        seed,
+        observation_dim,
+        action_dim,
+        progress,
+    )
+    saved_video = recorder.close() if recorder is not None else None
+    for episode in episodes:
+        episode.env.close()
+    finished = [_finish(e, spec, value_discount, termination_penalty) for e in episodes]
+    n_stop = sum(e.stop_actions for e in finished)
+    if n_stop:
+        warnings.warn(
+            f"{n_stop} planned actions held the stop token (the model predicted the episode's end) "
+            f"and were executed with 0 in those dimensions; see stop_actions in results.csv",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return EpisodeResults(
+        episodes=finished,
+        env_id=spec.env_id,
+        dataset=spec.name,
+        reference={"min": spec.ref_min_score, "max": spec.ref_max_score, "source": spec.ref_source},
+        timing=results,
+        video_path=saved_video,
+    )
+
+
+def _start_episodes(
+    env_factory: EnvFactory,
+    env_id: str,
+    n_episodes: int,
+    seed: int,
+    max_episode_steps: int | None,
+    render_first: bool,
+    observation_dim: int,
+    action_dim: int,
+) -> list[_Episode]:
+    episodes = []
+    for i in range(n_episodes):
+        env = env_factory(env_id, max_episode_steps, render_first and i == 0)
+        check_spaces(env, env_id, observation_dim, action_dim)
+        observation, _ = env.reset(seed=seed + i)
+        episodes.append(_Episode(i, seed + i, env, np.asarray(observation, dtype=np.float32)))
+    return episodes
+
+
+def _run_episodes(
+    planner: Any,
+    planner_config: Any,
+    discretizer: Any,
+    episodes: list[_Episode],
+    recorder: VideoRecorder | None,
+    seed: int,
+    observation_dim: int,
+    action_dim: int,
+    progress: bool,
+) -> dict[str, float]:
+    """Step every episode until all are done; returns the timing numbers."""
+    from ttrl.planning import PlanningContext
+
+    context = PlanningContext(
+        discretizer,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        n_envs=len(episodes),
+        context_transitions=planner_config.context_transitions,
+        device=_device_of(planner),
+    )
+    context.reset(np.stack([e.observation for e in episodes]))
+    generator = torch.Generator(device=_device_of(planner)).manual_seed(seed)
+    max_steps = max(_step_limit(e.env) or 0 for e in episodes) or None
+    step_bar = tqdm(total=max_steps, desc="steps", unit="step", disable=not progress, leave=False)
+    episode_bar = tqdm(
+        total=len(episodes), desc="episodes", unit="ep", disable=not progress, leave=False
+    )
+    plan: tuple[np.ndarray, ...] = ()
+    plan_rows: list[int] = []
+    offset = 0
+    n_decisions, n_calls, plan_seconds, steps = 0, 0, 0.0, 0
+    start = time.perf_counter()
+    try:
+        while running := [e for e in episodes if not e.done]:
+            exhausted = not plan or offset + 1 >= plan[0].shape[1]
+            if exhausted or steps % planner_config.plan_freq == 0:
+                plan_rows, offset = [e.index for e in running], 0
+                tic = time.perf_counter()
+                found = planner.plan(context.prefix(plan_rows), generator=generator)
+                # one transfer per plan: actions [n, H, A], predicted rewards and values [n, H]
+                plan = tuple(_numpy(x) for x in (found.actions, found.rewards, found.values))
+                plan_seconds += time.perf_counter() - tic
+                n_calls += 1
+                n_decisions += len(plan_rows)
+            else:
+                offset += 1
+            _step_all(running, plan, plan_rows, offset, context, recorder)
+            steps += 1
+            step_bar.update(1)
+            step_bar.set_postfix(
+                running=len(running), decisions_per_s=f"{n_decisions / max(plan_seconds, 1e-9):.2f}"
+            )
+            episode_bar.update(sum(e.done for e in running))
+    finally:
+        step_bar.close()
+        episode_bar.close()
+    wall = time.perf_counter() - start
+    env_steps = sum(len(e.rewards) for e in episodes)
+    return {
+        "wall_seconds": wall,
+        "plan_seconds": plan_seconds,
+        "planner_calls": n_calls,
+        "decisions": n_decisions,
+        "decisions_per_second": n_decisions / plan_seconds if plan_seconds > 0 else 0.0,
+        "env_steps": env_steps,
+        "env_steps_per_second": env_steps / wall if wall > 0 else 0.0,
+    }
+
+
+def _step_all(
+    running: list[_Episode],
+    plan: tuple[np.ndarray, ...],
+    plan_rows: list[int],
+    offset: int,
+    context: Any,
+    recorder: VideoRecorder | None,
+) -> None:
+    """Execute each running episode's planned action at ``offset`` and record what happened."""
+    actions, predicted_rewards, predicted_values = plan
+    row_of = {index: row for row, index in enumerate(plan_rows)}
+    rows = [row_of[e.index] for e in running]
+    executed = actions[rows, offset]
+    for episode, row, action in zip(running, rows, executed, strict=True):
+        if np.isnan(action).any():
+            # the stop token decodes to NaN: the model planned the end of the episode
+            episode.stop_actions += 1
+            action = np.nan_to_num(action, nan=0.0)
+        observation, reward, terminated, truncated, _ = episode.env.step(action)
+        episode.rewards.append(float(reward))
+        episode.predicted_rewards.append(float(predicted_rewards[row, offset]))
+        episode.predicted_values.append(float(predicted_values[row, offset]))
+        episode.terminated, episode.truncated = bool(terminated), bool(truncated)
+        episode.observation = np.asarray(observation, dtype=np.float32)
+        if recorder is not None and episode.index == 0:
+            recorder.capture()
+    context.append(
+        [e.index for e in running],
+        np.nan_to_num(executed, nan=0.0),
+        np.array([e.rewards[-1] for e in running]),
+        np.stack([e.observation for e in running]),
+        done=[e.done for e in running],
+    )
+
+
+def _finish(
+    episode: _Episode, spec: DatasetSpec, discount: float, termination_penalty: float
+) -> EpisodeResult:
+    total = float(np.sum(episode.rewards))
+    has_refs = spec.ref_min_score is not None and spec.ref_max_score is not None
+    values = realised_values(episode.rewards, episode.terminated, discount, termination_penalty)
+    return EpisodeResult(
+        episode=episode.index,
+        seed=episode.seed,
+        total_return=total,
+        length=len(episode.rewards),
+        terminated=episode.terminated,
+        truncated=episode.truncated,
+        normalized_score=float(spec.normalized_score(total)) if has_refs else None,
+        stop_actions=episode.stop_actions,
+        rewards=list(episode.rewards),
+        predicted_rewards=episode.predicted_rewards,
+        values=values.tolist(),
+        predicted_values=episode.predicted_values,
+    )
+
+
+def _numpy(x: Any) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _device_of(planner: Any) -> torch.device:
+    return next(planner.model.parameters()).device
+
+
+def _step_limit(env: Any) -> int | None:
+    spec = getattr(env, "spec", None)
+    return getattr(spec, "max_episode_steps", None)

@@ -1,0 +1,155 @@
+"""scripts/plan.py: a tiny training run planned end to end, HF checkpoints, and one-line user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import ttrl.config  # noqa: F401  (the schemas and resolvers plan.yaml uses)
+from test_evaluation import fit_discretizer, save_tiny_run, tiny_model
+from ttrl.errors import TtrlError
+from ttrl.evaluation import command_line_planner_overrides, run_planning
+
+ROOT = Path(__file__).resolve().parents[1]
+D4RL_HALFCHEETAH = (-280.178953, 12135.0)
+
+
+def plan_config(*overrides: str) -> dict:
+    """configs/plan.yaml composed with ``overrides``, as plan.py sees it."""
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("plan", overrides=[*overrides, "logger.mode=disabled", "progress=false"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def plan_in_process(out_dir: Path, *overrides: str):
+    cfg = plan_config(*overrides)
+    return run_planning(cfg, out_dir, command_line_planner_overrides(cfg, overrides))
+
+
+def run_plan_script(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "plan.py"), *overrides],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture
+def tiny_run(tmp_path, tiny_dataset):
+    """A training run of a tiny random model on the tiny halfcheetah dataset (n_expand=3 in its planner)."""
+    run_dir = tmp_path / "run"
+    save_tiny_run(
+        run_dir, tiny_dataset, tiny_model(), fit_discretizer(tiny_dataset), {"n_expand": 3}
+    )
+    return run_dir
+
+
+def test_plan_script_end_to_end(tiny_run, tmp_path):
+    proc = run_plan_script(
+        tmp_path,
+        f"run_dir={tiny_run}",
+        "planner.horizon=2",
+        "planner.beam_width=4",
+        "n_episodes=2",
+        "max_episode_steps=20",
+        "seed=3",
+        "device=cpu",
+        "progress=false",
+        "logger.mode=disabled",
+        "name=e2e",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out_dir = tiny_run / "plan" / "e2e"
+    results = json.loads((out_dir / "results.json").read_text())
+    with open(out_dir / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["seed"] for r in rows] == ["3", "4"]
+    assert [e["length"] for e in results["episodes"]] == [20, 20]
+    ref_min, ref_max = D4RL_HALFCHEETAH
+    for row, episode in zip(rows, results["episodes"], strict=True):
+        expected = 100 * (episode["return"] - ref_min) / (ref_max - ref_min)
+        assert episode["normalized_score"] == pytest.approx(expected)
+        assert float(row["normalized_score"]) == pytest.approx(expected)
+        assert float(row["return"]) == pytest.approx(episode["return"])
+    assert results["reference_scores"] == {"min": ref_min, "max": ref_max, "source": "D4RL"}
+    scores = [e["normalized_score"] for e in results["episodes"]]
+    assert results["aggregates"]["normalized_score_mean"] == pytest.approx(sum(scores) / 2)
+    assert results["aggregates"]["normalized_score_se"] == pytest.approx(
+        abs(scores[0] - scores[1]) / 2
+    )
+    # the command line replaced horizon and beam; the run's other planner settings were kept
+    planner = results["config"]["planner"]
+    assert (planner["horizon"], planner["beam_width"], planner["n_expand"]) == (2, 4, 3)
+    assert results["timing"]["decisions"] == 40 and results["timing"]["decisions_per_second"] > 0
+    assert (out_dir / "predictions.png").stat().st_size > 0
+    with open(out_dir / "predictions.csv") as f:
+        assert len(list(csv.DictReader(f))) == 40
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "halfcheetah-random" in summary and "2 episodes" in summary and "decisions/s" in summary
+
+
+def test_plan_script_without_checkpoint_prints_one_line(tmp_path):
+    empty = tmp_path / "not_a_run"
+    empty.mkdir()
+    proc = run_plan_script(tmp_path, f"run_dir={empty}", "logger.mode=disabled")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "checkpoints/last.pt" in lines[0] and "scripts/train.py" in lines[0]
+
+
+def test_hf_checkpoint_refits_the_discretizer_on_the_dataset(tmp_path, tiny_dataset):
+    model = tiny_model()
+    hf_dir = tmp_path / "hf"
+    model.save_pretrained(hf_dir, hf_format=True)
+    results = plan_in_process(
+        tmp_path / "out",
+        f"checkpoint={hf_dir}",
+        f"env={tiny_dataset}",
+        "planner.horizon=2",
+        "planner.beam_width=2",
+        "n_episodes=1",
+        "max_episode_steps=3",
+    )
+    assert [e.length for e in results.episodes] == [3]
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["dataset"] == tiny_dataset and saved["config"]["checkpoint"] == str(hf_dir)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("planner.horizon=10", "planner.window_transitions=null"), "block_size"),
+        (("planner.beam_width=0",), "beam_width"),
+    ],
+)
+def test_bad_planner_settings_are_one_line_errors(tiny_run, tmp_path, overrides, message):
+    with pytest.raises(TtrlError, match=message) as err:
+        plan_in_process(tmp_path / "out", f"run_dir={tiny_run}", *overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_model_and_env_of_different_sizes_is_an_error(tmp_path, tiny_dataset):
+    import numpy as np
+
+    from ttrl.discretization import Discretizer
+
+    hopper_sized = tiny_model(observation_dim=11, action_dim=3)
+    data = np.random.default_rng(0).normal(size=(200, 16))
+    run_dir = tmp_path / "run"
+    save_tiny_run(run_dir, tiny_dataset, hopper_sized, Discretizer.fit(data, n_bins=20))
+    with pytest.raises(TtrlError) as err:
+        plan_in_process(tmp_path / "out", f"run_dir={run_dir}", "n_episodes=1")
+    message = str(err.value)
+    assert "observation dim 17" in message and "action dim 6" in message
+    assert "observation dim 11" in message and "action dim 3" in message
+    assert "\n" not in message

@@ -12,7 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
-from ttrl.data.collect import collect_dataset
+from ttrl.data.recipes import make_level_dataset
 
 # configs/env/ is the training config group, so this script reads its own YAML through the
 # ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice.
@@ -23,7 +23,7 @@ ConfigStore.instance().store(name="make_dataset", node=OmegaConf.load(CONFIG_FIL
 @hydra.main(config_path=None, config_name="make_dataset", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    path = collect_dataset(
+    path = make_level_dataset(
         cfg.env,
         n_steps=cfg.n_steps,
         seed=cfg.seed,

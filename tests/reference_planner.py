@@ -91,7 +91,10 @@ def reference_beam_plan(model, discretizer, prefix, cfg, generator=None):
     tokens = x.view(cfg.beam_width, -1, T)[:, -H:][best]
     return {
         "tokens": tokens,
-        "action": discretizer.decode(tokens[0, S : S + A], dims=slice(S, S + A)),
+        # the released reconstruction clips out-of-range ids (the stop token) to the last bin
+        "action": discretizer.decode(
+            tokens[0, S : S + A].clamp(0, discretizer.n_bins - 1), dims=slice(S, S + A)
+        ),
         "rewards": rewards[best, :H],
         "values": step_values[best],
         "score": values[best],

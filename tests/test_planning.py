@@ -1,0 +1,329 @@
+"""The beam-search planner: identical to the plain released algorithm, batched, and choosing well."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from reference_planner import reference_beam_plan, reference_filter_cdf, reference_top_k
+from ttrl.discretization import Discretizer
+from ttrl.errors import TtrlError
+from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
+from ttrl.planning import BeamPlanner, PlannerConfig, PlanningContext
+from ttrl.planning.sampling import filter_cdf, keep_top_k
+
+S, A, N = 3, 2, 10  # small observation/action dims and bins: planning stays fast
+T = S + A + 2
+
+
+@pytest.fixture(scope="module")
+def model() -> TrajectoryTransformer:
+    """A random float64 model (float64 so that cached and uncached logits never flip a sample)."""
+    torch.manual_seed(0)
+    config = TrajectoryTransformerConfig(
+        vocab_size=N,
+        observation_dim=S,
+        action_dim=A,
+        transition_dim=T,
+        block_size=6 * T - 1,
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+    )
+    model = TrajectoryTransformer(config).double().eval()
+    # Sharper, more varied distributions than the near-uniform ones of a fresh init.
+    with torch.no_grad():
+        model.head.weight.mul_(8.0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def discretizer() -> Discretizer:
+    return Discretizer.fit(np.random.default_rng(0).normal(size=(500, T)), n_bins=N)
+
+
+def random_prefix(n_env: int, context: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, N, (n_env, context * T + S), generator=generator)
+
+
+def planner_config(**overrides) -> PlannerConfig:
+    settings = dict(horizon=4, beam_width=4, n_expand=2, context_transitions=2)
+    return PlannerConfig(**{**settings, **overrides})
+
+
+# window None: no crop; 3: the window first slides in the middle of the plan; 2: the prefix is
+# already cropped and the window slides every transition.
+@pytest.mark.parametrize("window", [None, 3, 2])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the paper's defaults: tail filter on actions, greedy observations
+        {"objective": "likelihood"},
+        {"k_act": 3, "cdf_act": None, "k_obs": None, "cdf_obs": 0.3, "k_rew": 2},
+    ],
+    ids=["default", "likelihood", "topk-sampled-obs"],
+)
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_planner_matches_reference_from_same_seed(model, discretizer, window, settings, use_cache):
+    config = planner_config(window_transitions=window, use_cache=use_cache, **settings)
+    for seed in range(3):
+        prefix = random_prefix(1, context=2, seed=seed)
+        reference = reference_beam_plan(
+            model, discretizer, prefix[0], config, generator=torch.Generator().manual_seed(seed)
+        )
+        plan = BeamPlanner(model, discretizer, config).plan(
+            prefix, generator=torch.Generator().manual_seed(seed)
+        )
+        assert torch.equal(plan.tokens[0], reference["tokens"])
+        assert torch.equal(plan.first_actions[0], reference["action"].float())
+        torch.testing.assert_close(plan.scores[0], reference["score"], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(plan.rewards[0], reference["rewards"], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(plan.values[0], reference["values"], rtol=1e-12, atol=1e-12)
+
+
+def test_cached_equals_uncached_for_several_sampled_environments(model, discretizer):
+    config = planner_config(window_transitions=3, horizon=5, beam_width=3, n_expand=3)
+    prefix = random_prefix(3, context=2, seed=7)
+    plans = [
+        BeamPlanner(model, discretizer, PlannerConfig(**{**vars(config), "use_cache": cache})).plan(
+            prefix, generator=torch.Generator().manual_seed(3)
+        )
+        for cache in (True, False)
+    ]
+    assert torch.equal(plans[0].tokens, plans[1].tokens)
+    torch.testing.assert_close(plans[0].scores, plans[1].scores, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_batched_environments_equal_each_planned_alone(model, discretizer, window):
+    # Greedy everywhere: no random draw can differ between a batch of 3 and a batch of 1.
+    config = planner_config(window_transitions=window, k_act=1, cdf_act=None)
+    prefix = random_prefix(3, context=2, seed=11)
+    planner = BeamPlanner(model, discretizer, config)
+    together = planner.plan(prefix)
+    assert together.tokens.shape == (3, config.horizon, T)
+    assert together.actions.shape == (3, config.horizon, A)
+    assert together.rewards.shape == together.values.shape == (3, config.horizon)
+    for env in range(3):
+        alone = planner.plan(prefix[env : env + 1])
+        reference = reference_beam_plan(model, discretizer, prefix[env], config)
+        assert torch.equal(together.tokens[env], alone.tokens[0])
+        assert torch.equal(together.tokens[env], reference["tokens"])
+        torch.testing.assert_close(together.scores[env], alone.scores[0], rtol=1e-12, atol=1e-12)
+
+
+def test_plan_tokens_continue_the_prefix(model, discretizer):
+    prefix = random_prefix(2, context=1, seed=2)
+    plan = BeamPlanner(model, discretizer, planner_config(context_transitions=1)).plan(prefix)
+    assert torch.equal(plan.tokens[:, 0, :S], prefix[:, -S:])  # s_0 is the current observation
+    decoded = discretizer.decode(
+        plan.tokens[:, :, S : S + A].clamp(max=N - 1), dims=slice(S, S + A)
+    )
+    assert torch.equal(plan.actions, decoded)
+
+
+def test_likelihood_score_is_the_log_probability_of_the_plan(model, discretizer):
+    config = planner_config(objective="likelihood", window_transitions=None)
+    prefix = random_prefix(1, context=2, seed=5)
+    plan = BeamPlanner(model, discretizer, config).plan(
+        prefix, generator=torch.Generator().manual_seed(0)
+    )
+    # Every token after the prefix was sampled: the score is their summed log-probability.
+    sequence = torch.cat([prefix[0, :-S], plan.tokens[0].reshape(-1)])[None]
+    with torch.no_grad():
+        log_probs = model(sequence[:, :-1]).logits.log_softmax(-1)
+    targets = sequence[:, 1:]
+    per_token = log_probs.gather(-1, targets[..., None])[0, :, 0]
+    expected = per_token[prefix.shape[1] - 1 :].sum()
+    torch.testing.assert_close(plan.scores[0], expected, rtol=1e-10, atol=1e-10)
+
+
+class RewardIsFirstActionModel(torch.nn.Module):
+    """Hand-made model: uniform actions; the reward token repeats the first action token, so the
+    highest first action earns the highest reward; value and observation tokens are bin 0.
+
+    It follows the model contract (a key/value cache that continues positions); its "cache" holds
+    the tokens seen so far.
+    """
+
+    def __init__(self, reward_logit: float = 10.0) -> None:
+        super().__init__()
+        self.config = TrajectoryTransformerConfig(
+            vocab_size=N, observation_dim=S, action_dim=A, transition_dim=T, block_size=20 * T - 1
+        )
+        self.reward_logit = reward_logit
+        self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, trajectories, past_key_values=None, use_cache=False):
+        seen = trajectories.double()[:, None, :, None]
+        if past_key_values is not None:
+            seen = torch.cat([past_key_values[0][0], seen], dim=2)
+        tokens = seen[:, 0, :, 0].long()
+        start = tokens.shape[1] - trajectories.shape[1]
+        logits = torch.stack(
+            [self.next_token_logits(tokens[:, : p + 1]) for p in range(start, tokens.shape[1])], 1
+        )
+        past = ((seen, seen),) if use_cache else None
+        return SimpleNamespace(logits=logits, past_key_values=past)
+
+    def next_token_logits(self, tokens):
+        batch, length = tokens.shape
+        logits = torch.zeros(batch, N + 1, dtype=torch.float64)
+        next_dim = length % T
+        if S <= next_dim < S + A:
+            logits[:, N] = -math.inf  # never the stop token for an action
+        elif next_dim == S + A:
+            first_action = tokens[:, length - A]
+            logits[torch.arange(batch), first_action] = self.reward_logit
+        else:
+            logits[:, 0] = self.reward_logit
+        return logits
+
+
+def test_planner_picks_the_action_with_the_highest_predicted_reward():
+    discretizer = Discretizer.fit(
+        np.random.default_rng(1).uniform(size=(1000, T)), n_bins=N, kind="uniform"
+    )
+    config = PlannerConfig(
+        horizon=2, beam_width=8, n_expand=16, context_transitions=0, cdf_act=None
+    )
+    plan = BeamPlanner(RewardIsFirstActionModel(), discretizer, config).plan(
+        torch.zeros(2, S, dtype=torch.long), generator=torch.Generator().manual_seed(0)
+    )
+    assert plan.tokens[:, :, S].tolist() == [[N - 1, N - 1], [N - 1, N - 1]]
+    highest_action = float(discretizer.midpoints(S)[N - 1, 0])
+    assert plan.first_actions[:, 0].tolist() == pytest.approx([highest_action] * 2, rel=1e-6)
+
+
+def test_return_score_is_the_discounted_expected_rewards_plus_value():
+    discretizer = Discretizer.fit(
+        np.random.default_rng(1).uniform(size=(1000, T)), n_bins=N, kind="uniform"
+    )
+    horizon, discount = 3, 0.9
+    config = PlannerConfig(
+        horizon=horizon, beam_width=2, n_expand=2, context_transitions=0, discount=discount
+    )
+    plan = BeamPlanner(RewardIsFirstActionModel(reward_logit=2.0), discretizer, config).plan(
+        torch.zeros(1, S, dtype=torch.long), generator=torch.Generator().manual_seed(4)
+    )
+    # By hand: softmax of logit 2 on one bin and 0 on the other N bins (the stop token included,
+    # whose mass is dropped without renormalising).
+    reward_mids = discretizer.midpoints(S + A)[:, 0]
+    value_mids = discretizer.midpoints(S + A + 1)[:, 0]
+    total = math.exp(2.0) + N
+
+    def expected(mids, peak):
+        return sum((math.exp(2.0) if i == peak else 1.0) / total * mids[i] for i in range(N))
+
+    first_actions = plan.tokens[0, :, S].tolist()
+    rewards = [expected(reward_mids, a) for a in first_actions]
+    final_value = expected(value_mids, 0)
+    score = sum(discount**t * r for t, r in enumerate(rewards)) + discount**horizon * final_value
+    assert plan.scores[0].item() == pytest.approx(score, rel=1e-6)
+    assert plan.rewards[0].tolist() == pytest.approx(rewards, rel=1e-6)
+    assert plan.values[0].tolist() == pytest.approx([final_value] * horizon, rel=1e-6)
+
+
+@pytest.mark.parametrize("cdf", [0.0, 0.3, 0.6, 0.95])
+def test_tail_filter_matches_released_filter(cdf):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, N + 1, generator=generator, dtype=torch.float64)
+    logits[:8] = logits[:8].round()  # ties
+    logits[8] = 0.0  # all equal
+    ours = filter_cdf(logits, logits.softmax(-1), cdf)
+    assert torch.equal(ours, reference_filter_cdf(logits, cdf))
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, N + 1])
+def test_top_k_filter_matches_released_filter(k):
+    logits = torch.randn(32, N + 1, generator=torch.Generator().manual_seed(1)).round()  # ties
+    assert torch.equal(keep_top_k(logits, k), reference_top_k(logits, k))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"beam_width": 0}, "beam_width=0"),
+        ({"n_expand": 0}, "n_expand=0"),
+        ({"horizon": 0}, "horizon=0"),
+        ({"cdf_act": 1.5}, "cdf_act=1.5"),
+        ({"k_act": 0}, "k_act=0"),
+        ({"objective": "reward"}, "objective='reward'"),
+        ({"discount": 0.0}, "discount=0.0"),
+    ],
+)
+def test_config_rejects_impossible_settings(overrides, message):
+    with pytest.raises(TtrlError, match=message):
+        PlannerConfig(**overrides)
+
+
+def test_config_rejects_window_larger_than_block(model, discretizer):
+    with pytest.raises(
+        TtrlError, match=r"window_transitions=7 is 48 tokens .* block_size=41; lower"
+    ):
+        BeamPlanner(model, discretizer, planner_config(window_transitions=7))
+
+
+def test_config_rejects_plan_longer_than_block_without_window(model, discretizer):
+    config = planner_config(window_transitions=None, horizon=5, context_transitions=2)
+    with pytest.raises(
+        TtrlError, match=r"feed the model 48 tokens but its block_size is 41; lower horizon"
+    ):
+        BeamPlanner(model, discretizer, config)
+
+
+def test_planner_rejects_prefix_that_is_not_whole_transitions(model, discretizer):
+    planner = BeamPlanner(model, discretizer, planner_config())
+    with pytest.raises(TtrlError, match="not whole transitions"):
+        planner.plan(torch.zeros(1, T, dtype=torch.long))
+
+
+def test_context_keeps_the_last_transitions_with_a_value_placeholder(discretizer):
+    context = PlanningContext(discretizer, S, A, n_envs=2, context_transitions=2)
+    rng = np.random.default_rng(0)
+    observations = [rng.normal(size=(2, S))]
+    context.reset(observations[0])
+    assert torch.equal(
+        context.prefix(), discretizer.encode(torch.as_tensor(observations[0]), dims=slice(0, S))
+    )
+    steps = []
+    for _ in range(3):
+        actions, rewards, next_obs = (
+            rng.normal(size=(2, A)),
+            rng.normal(size=2),
+            rng.normal(size=(2, S)),
+        )
+        steps.append(
+            np.concatenate([observations[-1], actions, rewards[:, None], np.zeros((2, 1))], 1)
+        )
+        context.append([0, 1], actions, rewards, next_obs)
+        observations.append(next_obs)
+    expected = np.concatenate(
+        [
+            discretizer.encode(steps[1]),
+            discretizer.encode(steps[2]),
+            discretizer.encode(observations[-1], dims=slice(0, S)),
+        ],
+        axis=1,
+    )
+    assert context.prefix().tolist() == expected.tolist()
+
+
+def test_context_drops_finished_environments(discretizer):
+    context = PlanningContext(discretizer, S, A, n_envs=3, context_transitions=2)
+    context.reset(np.zeros((3, S)))
+    context.append(
+        [0, 1, 2], np.zeros((3, A)), np.zeros(3), np.ones((3, S)), done=[False, True, False]
+    )
+    assert context.active == [0, 2]
+    assert context.prefix().shape == (2, T + S)
+    with pytest.raises(TtrlError, match="environment 1 was removed"):
+        context.prefix([1])
+    context.append([0], np.zeros((1, A)), np.zeros(1), np.ones((1, S)))
+    with pytest.raises(TtrlError, match="different numbers of context transitions"):
+        context.prefix([0, 2])

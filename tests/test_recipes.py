@@ -12,7 +12,7 @@ import torch
 from test_behavior import _load_sb3_buffer, train_tiny_behavior
 from ttrl.data import load_transitions, resolve_dataset
 from ttrl.data.behavior import policy_info
-from ttrl.data.recipes import make_level_dataset
+from ttrl.data.recipes import level_dataset_summary, make_level_dataset
 from ttrl.data.registry import ENVS, read_minari_metadata
 from ttrl.errors import TtrlError
 
@@ -117,3 +117,17 @@ def test_existing_dataset_is_not_overwritten(hopper_levels):
 def test_missing_policy_or_buffer_names_the_training_command(minari_root, tmp_path, level):
     with pytest.raises(TtrlError, match=re.escape("python scripts/train_behavior.py env=walker2d")):
         make_level_dataset(f"walker2d-{level}", 100, policies_dir=tmp_path, progress=False)
+
+
+def test_summary_averages_whole_episodes(hopper_levels):
+    """Brute force over Minari's own episodes: terminated or 1000 steps long count, the cut one not."""
+    episodes = _episodes("medium")
+    whole = [e for e in episodes if e.terminations[-1] or len(e.rewards) >= 1000]
+    expected = np.mean([e.rewards.sum() for e in whole])
+    summary = level_dataset_summary("hopper-medium")
+    assert summary["n_episodes"] == len(episodes) and summary["n_whole_episodes"] == len(whole)
+    assert summary["return_mean"] == pytest.approx(expected, rel=1e-5)
+    spec = resolve_dataset("hopper-medium")
+    assert summary["normalized_score_mean"] == pytest.approx(
+        spec.normalized_score(expected), rel=1e-5
+    )

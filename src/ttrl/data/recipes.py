@@ -242,3 +242,33 @@ def _medium_expert_episodes(
 def _part_summary(metadata: dict[str, Any]) -> dict[str, Any]:
     """The policy and size facts of a part of medium-expert, from its ttrl metadata."""
     return {k: v for k, v in metadata.items() if k.startswith(("policy", "n_", "seed"))}
+
+
+def level_dataset_summary(name: str, time_limit: int = 1000) -> dict[str, Any]:
+    """Size and returns of the local dataset ``name`` (``ttrl/<env>/<level>-v0``), for docs and checks.
+
+    The average return and normalised score are over whole episodes: those that terminated or reached
+    the env's ``time_limit``; an episode cut by the step budget (the last one) is left out.
+    """
+    from ttrl.data.loading import load_transitions
+    from ttrl.data.registry import minari_dataset_dir, resolve_dataset
+
+    spec = resolve_dataset(name, source="ttrl")
+    data = load_transitions(spec)
+    ends = np.flatnonzero(data.terminals | data.timeouts)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    returns = np.add.reduceat(data.rewards.astype(np.float64), starts)
+    whole = data.terminals[ends] | (ends - starts + 1 >= time_limit)
+    folder = minari_dataset_dir(spec.minari_id)
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    return {
+        "name": name,
+        "n_steps": len(data),
+        "n_episodes": len(ends),
+        "n_whole_episodes": int(whole.sum()),
+        "return_mean": float(returns[whole].mean()) if whole.any() else None,
+        "normalized_score_mean": float(spec.normalized_score(returns[whole].mean()))
+        if whole.any()
+        else None,
+        "size_mb": size / 2**20,
+    }

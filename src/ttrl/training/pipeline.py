@@ -30,23 +30,32 @@ class TrainingData:
         return self.observation_dim + self.action_dim + 2
 
 
-def prepare_data(cfg: Any, seed: int, discretizer_state: dict | None = None) -> TrainingData:
-    """Load ``cfg.env.name`` and turn it into train/val token windows.
-
-    The discretiser is fitted on the preprocessed ``[s, a, r, V]`` rows, or rebuilt from
-    ``discretizer_state`` when resuming (so a resumed run tokenises exactly as before).
-    """
-    from ttrl.data import TokenDataset, load_transitions, preprocess, resolve_dataset
-    from ttrl.discretization import Discretizer
+def load_trajectories(cfg: Any) -> Any:
+    """Resolve ``cfg.env.name``, load it and preprocess it into ``Trajectories`` (values, penalty)."""
+    from ttrl.data import load_transitions, preprocess, resolve_dataset
 
     data_cfg = cfg.data
     spec = resolve_dataset(cfg.env.name, source=data_cfg.source)
-    trajectories = preprocess(
+    return preprocess(
         load_transitions(spec),
         discount=data_cfg.discount,
         termination_penalty=data_cfg.termination_penalty,
         max_path_length=data_cfg.max_path_length,
     )
+
+
+def tokenize(
+    cfg: Any, trajectories: Any, seed: int, discretizer_state: dict | None = None
+) -> TrainingData:
+    """Discretise ``trajectories`` and cut them into train/val token windows.
+
+    The discretiser is fitted on the preprocessed ``[s, a, r, V]`` rows, or rebuilt from
+    ``discretizer_state`` when resuming (so a resumed run tokenises exactly as before).
+    """
+    from ttrl.data import TokenDataset
+    from ttrl.discretization import Discretizer
+
+    data_cfg = cfg.data
     if discretizer_state is None:
         discretizer = Discretizer.fit(
             trajectories.joined, n_bins=cfg.discretizer.n_bins, kind=cfg.discretizer.kind
@@ -90,24 +99,25 @@ def split_windows(tokens: Any, val_fraction: float, seed: int) -> tuple[Any, Any
 
 
 def build_model_config(
-    model_cfg: Any, data: TrainingData, n_bins: int, sequence_length: int
+    model_cfg: Any, observation_dim: int, action_dim: int, n_bins: int, sequence_length: int
 ) -> TrajectoryTransformerConfig:
     """The transformer's config: sizes from ``model_cfg``, dims from the data.
 
     ``block_size`` defaults to ``sequence_length * T - 1`` (inputs are windows minus their last token).
     """
-    needed = sequence_length * data.transition_dim - 1
+    transition_dim = observation_dim + action_dim + 2
+    needed = sequence_length * transition_dim - 1
     block_size = model_cfg.block_size or needed
     if block_size < needed:
         raise TtrlError(
             f"model.block_size={block_size} is too small for data.sequence_length={sequence_length} "
-            f"windows of {data.transition_dim} tokens (needs {needed}); set model.block_size=null"
+            f"windows of {transition_dim} tokens (needs {needed}); set model.block_size=null"
         )
     return TrajectoryTransformerConfig(
         vocab_size=n_bins,
-        observation_dim=data.observation_dim,
-        action_dim=data.action_dim,
-        transition_dim=data.transition_dim,
+        observation_dim=observation_dim,
+        action_dim=action_dim,
+        transition_dim=transition_dim,
         block_size=block_size,
         n_layer=model_cfg.n_layer,
         n_head=model_cfg.n_head,

@@ -43,7 +43,8 @@ from ttrl.training.pipeline import (
     TrainingData,
     build_model_config,
     describe_reconstruction_error,
-    prepare_data,
+    load_trajectories,
+    tokenize,
 )
 from ttrl.training.state import (
     capture_rng,
@@ -160,14 +161,19 @@ class Trainer:
 
         resume_path = checkpoint_path(run_dir, "last")
         bundle = load_bundle(resume_path) if resume_path.is_file() else None
-        self.data: TrainingData = prepare_data(
-            cfg, seed=cfg.seed, discretizer_state=bundle["discretizer"] if bundle else None
-        )
+        trajectories = load_trajectories(cfg)
         self.model_config = build_model_config(
-            cfg.model, self.data, cfg.discretizer.n_bins, cfg.data.sequence_length
+            cfg.model,
+            trajectories.observation_dim,
+            trajectories.action_dim,
+            cfg.discretizer.n_bins,
+            cfg.data.sequence_length,
         )
         if bundle is not None:
             check_resumable(bundle, self.model_config.to_dict(), resume_path)
+        self.data: TrainingData = tokenize(
+            cfg, trajectories, seed=cfg.seed, discretizer_state=bundle and bundle["discretizer"]
+        )
 
         dropout_seed, sampling_seed = stream_seeds(cfg.seed, ctx.rank)
         seed_everything(cfg.seed)  # the same initial weights on every rank

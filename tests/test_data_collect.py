@@ -200,8 +200,5 @@ def test_make_dataset_script(minari_root, tmp_path):
     assert len(load_transitions("hopper-random")) == 60
     refused = run_script(minari_root, tmp_path, "env=hopper-expert", "n_steps=60")
     assert refused.returncode == 2
-    assert (
-        refused.stderr.strip()
-        .splitlines()[-1]
-        .startswith("error: level 'expert' needs a behaviour policy")
-    )
+    last_line = refused.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and "behaviour policy" in last_line

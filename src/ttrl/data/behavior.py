@@ -30,13 +30,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ttrl.data.registry import ENVS, DatasetSpec
+from ttrl.data.registry import ENVS, DatasetSpec, split_dataset_name
 from ttrl.errors import TtrlError
 from ttrl.io import atomic_torch_save, atomic_write, atomic_write_json
 
 # SB3's SAC actor clamps log-std to this range; the shipped actors must sample identically.
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
+# The dataset levels made by a policy of their own (the others reuse these or random actions).
+POLICY_LEVELS = ("medium", "expert")
 # Where the shipped behaviour policies live: <repo>/policies/<env>/<level>.{pt,json}.
 POLICIES_DIR = Path(__file__).resolve().parents[3] / "policies"
 
@@ -68,9 +70,10 @@ def behavior_env(name: str) -> BehaviorEnv:
     return BehaviorEnv(name, info.env_id, info.ref_min_score, info.ref_max_score)
 
 
-def train_behavior_command(env: str) -> str:
-    """The command that trains (and ships) the behaviour policies for ``env``."""
-    return f"python scripts/train_behavior.py env={env} export_dir=policies"
+def train_behavior_command(env: str, level: str = "expert") -> str:
+    """The command that trains and ships ``env``'s behaviour policy up to ``level`` (medium: stop there)."""
+    stop = " stop_at_medium=true" if level != "expert" else ""
+    return f"python scripts/train_behavior.py env={env} export_dir=policies{stop}"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ def shipped_policy_path(env: str, level: str, policies_dir: str | Path | None = 
     path = Path(policies_dir or POLICIES_DIR) / env / f"{level}.pt"
     if not path.is_file():
         raise TtrlError(
-            f"no {level} behaviour policy for {env} at {path}; make it with `{train_behavior_command(env)}`"
+            f"no {level} behaviour policy for {env} at {path}; make it with `{train_behavior_command(env, level)}`"
         )
     return path
 
@@ -225,7 +228,11 @@ def load_policy(
     """
     path = Path(path_or_name)
     if path.suffix != ".pt":
-        env, _, level = str(path_or_name).partition("-")
+        env, level = split_dataset_name(str(path_or_name))
+        if level not in POLICY_LEVELS:
+            raise TtrlError(
+                f"{path_or_name!r} has no behaviour policy; use <env>-medium or <env>-expert or a .pt file"
+            )
         path = shipped_policy_path(env, level, policies_dir)
     return BehaviorPolicy(load_actor(path), seed=seed, deterministic=deterministic)
 

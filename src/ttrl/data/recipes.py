@@ -193,7 +193,7 @@ def _medium_replay_episodes(
     path = policies_dir / env / MEDIUM_REPLAY_FILE
     if not path.is_file():
         raise TtrlError(
-            f"no medium replay buffer for {env} at {path}; make it with `{train_behavior_command(env)}`"
+            f"no medium replay buffer for {env} at {path}; make it with `{train_behavior_command(env, 'medium')}`"
         )
     episodes = load_replay_episodes(path, n_steps)
     medium = shipped_policy_path(env, "medium", policies_dir)

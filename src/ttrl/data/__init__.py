@@ -1,6 +1,11 @@
 """data stage: dataset names, loading, local collection, preprocessing and token windows."""
 
-from ttrl.data.collect import collect_dataset, collect_episodes, write_minari_dataset
+from ttrl.data.collect import (
+    collect_dataset,
+    collect_episodes,
+    write_level_dataset,
+    write_minari_dataset,
+)
 from ttrl.data.loading import (
     Transitions,
     load_d4rl_hdf5,
@@ -44,5 +49,6 @@ __all__ = [
     "split_dataset_name",
     "ttrl_minari_id",
     "write_d4rl_hdf5",
+    "write_level_dataset",
     "write_minari_dataset",
 ]

@@ -312,36 +312,45 @@ def collect_dataset(
 ) -> Path:
     """Collect ``n_steps`` of ``policy`` for the D4RL-style ``name`` and write ``ttrl/<env>/<level>-v0``.
 
-    Only level ``random`` is built in; other levels need a trained behaviour policy, passed as ``policy``.
-    Returns the dataset's folder.
+    ``policy="random"`` only makes sense for level ``random``; other levels need a trained behaviour
+    policy passed as ``policy`` (``ttrl.data.recipes`` does that for every level). Returns the folder.
     """
     env, level = split_dataset_name(name)
     if level != "random" and isinstance(policy, str):
         raise TtrlError(
-            f"level {level!r} needs a behaviour policy, which make_dataset does not build yet; "
-            f"use {env}-random, or pass a trained policy to ttrl.data.collect_dataset"
+            f"level {level!r} needs a behaviour policy, not {policy!r}; use {env}-random, or pass a "
+            f"trained policy (scripts/make_dataset.py uses the ones in policies/)"
         )
     dataset_id = ttrl_minari_id(name)
-    if minari_dataset_exists(dataset_id) and not overwrite:
+    if minari_dataset_exists(dataset_id) and not overwrite:  # say so before collecting for minutes
         raise TtrlError(
             f"dataset {dataset_id} already exists in {minari_dataset_dir(dataset_id)}; "
             f"pass overwrite=true to replace it"
         )
+    episodes = collect_episodes(
+        ENVS[env].env_id, policy, n_steps, seed, progress, max_episode_steps
+    )
+    metadata = {"policy": policy_name(policy), "seed": seed, "max_episode_steps": max_episode_steps}
+    return write_level_dataset(name, episodes, metadata, overwrite=overwrite)
+
+
+def write_level_dataset(
+    name: str,
+    episodes: Sequence,
+    metadata: dict,
+    overwrite: bool = False,
+    description: str | None = None,
+) -> Path:
+    """Write ``episodes`` as ttrl's dataset for the D4RL-style ``name``, with D4RL's reference scores."""
+    env, _ = split_dataset_name(name)
     info = ENVS[env]
-    episodes = collect_episodes(info.env_id, policy, n_steps, seed, progress, max_episode_steps)
-    metadata = {
-        "name": name,
-        "policy": policy_name(policy),
-        "seed": seed,
-        "max_episode_steps": max_episode_steps,
-        "ref_source": "D4RL",
-    }
     return write_minari_dataset(
-        dataset_id,
+        ttrl_minari_id(name),
         episodes,
         info.env_id,
         info.ref_min_score,
         info.ref_max_score,
-        metadata=metadata,
+        metadata={"name": name, "ref_source": "D4RL", **metadata},
         overwrite=overwrite,
+        description=description,
     )

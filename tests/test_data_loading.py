@@ -52,7 +52,7 @@ def test_minari_id_d4rl_name_and_hdf5_file_load_identically(fixture, request, tm
     by_id = load_transitions(f"ttrl/{env}/random-v0")
     by_hand = d4rl_arrays_by_hand(f"ttrl/{env}/random-v0")
     write_hdf5(tmp_path / f"{env}-random.hdf5", by_hand)
-    by_file = load_transitions(str(tmp_path / f"{env}-random.hdf5"))
+    by_file = load_transitions(tmp_path / f"{env}-random.hdf5")
     for key in KEYS:
         for loaded in (by_name, by_id, by_file):
             value = getattr(loaded, key)

@@ -7,6 +7,7 @@ the two flags set, so episodes never merge when they are split again. Nothing is
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -102,13 +103,13 @@ def make_transitions(
     )
 
 
-def load_transitions(spec_or_name: DatasetSpec | str) -> Transitions:
+def load_transitions(spec_or_name: DatasetSpec | str | os.PathLike) -> Transitions:
     """Load a dataset (a :class:`DatasetSpec` or any name :func:`resolve_dataset` accepts).
 
     Raises:
         TtrlError: the dataset is missing (naming the command that makes it), malformed, or holds NaN/inf.
     """
-    spec = resolve_dataset(spec_or_name) if isinstance(spec_or_name, str) else spec_or_name
+    spec = spec_or_name if isinstance(spec_or_name, DatasetSpec) else resolve_dataset(spec_or_name)
     if spec.hdf5_path is not None:
         return load_d4rl_hdf5(spec.hdf5_path)
     if spec.minari_id is None:

@@ -149,7 +149,7 @@ def missing_dataset_hint(name: str) -> str:
     )
 
 
-def resolve_dataset(name: str, source: str = "auto") -> DatasetSpec:
+def resolve_dataset(name: str | os.PathLike, source: str = "auto") -> DatasetSpec:
     """Resolve a D4RL-style name, a Minari id or an HDF5 path to a :class:`DatasetSpec`.
 
     Args:
@@ -162,6 +162,7 @@ def resolve_dataset(name: str, source: str = "auto") -> DatasetSpec:
     """
     if source not in SOURCES:
         raise TtrlError(f"unknown dataset source {source!r}; use one of {', '.join(SOURCES)}")
+    name = os.fspath(name)
     if _looks_like_path(name):
         return _resolve_hdf5(Path(name).expanduser())
     if _MINARI_ID.match(name) and name not in dataset_names():

@@ -58,6 +58,31 @@ def reorder_cache(past_key_values: PastKeyValues, index: Tensor) -> PastKeyValue
     )
 
 
+def chunked_attention(
+    query: Tensor, key: Tensor, value: Tensor, allowed: Tensor, dropout_p: float, chunk: int
+) -> Tensor:
+    """Masked attention computed for ``chunk`` queries at a time against only the keys they precede.
+
+    Same result (and same dropout distribution) as one masked call: keys after a chunk's last query are
+    masked for all of its queries.
+    """
+    n_past = key.shape[2] - query.shape[2]
+    outputs = []
+    for begin in range(0, query.shape[2], chunk):
+        stop = min(begin + chunk, query.shape[2])
+        visible = n_past + stop
+        outputs.append(
+            F.scaled_dot_product_attention(
+                query[:, :, begin:stop],
+                key[:, :, :visible],
+                value[:, :, :visible],
+                attn_mask=allowed[begin:stop, :visible],
+                dropout_p=dropout_p,
+            )
+        )
+    return torch.cat(outputs, dim=2)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention whose allowed (query, key) pairs come from a given boolean mask."""
 
@@ -71,6 +96,9 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.resid_pdrop)
         self.attn_pdrop = config.attn_pdrop
         self.n_head = config.n_head
+        # With attention dropout CPU attention runs unfused and samples a mask over every (query, key);
+        # query chunks skip the keys a chunk cannot see (half the matrix) and their random numbers.
+        self.query_chunk = 2 * config.transition_dim
 
     def forward(
         self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
@@ -84,13 +112,13 @@ class CausalSelfAttention(nn.Module):
         if layer_past is not None:
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
-        y = F.scaled_dot_product_attention(
-            query,
-            key,
-            value,
-            attn_mask=allowed,
-            dropout_p=self.attn_pdrop if self.training else 0.0,
-        )
+        dropout_p = self.attn_pdrop if self.training else 0.0
+        if dropout_p > 0.0 and length > self.query_chunk:
+            y = chunked_attention(query, key, value, allowed, dropout_p, self.query_chunk)
+        else:
+            y = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=allowed, dropout_p=dropout_p
+            )
         y = y.transpose(1, 2).reshape(batch, length, d)
         return self.resid_drop(self.proj(y)), (key, value)
 

@@ -219,3 +219,30 @@ def test_validation_metrics_by_token_type_match_a_direct_computation():
                     count += 1
         assert metrics[f"val/{name}_loss"] == pytest.approx(ce / count, rel=1e-5)
         assert metrics[f"val/{name}_accuracy"] == pytest.approx(hits / count)
+
+
+def test_wandb_group_ignores_the_seed_and_the_run_dir():
+    from omegaconf import OmegaConf
+
+    from ttrl.training.logger import config_group
+
+    def group(*overrides):
+        return config_group(OmegaConf.to_container(compose_config(overrides=list(overrides))))
+
+    assert group("seed=1", "run_dir=/a") == group("seed=2", "logger=disabled")
+    assert group().startswith("halfcheetah-medium-")
+    assert group("trainer.learning_rate=1e-3") != group()
+    assert group("env.name=mujoco/hopper/medium-v0").startswith("mujoco-hopper-medium-v0-")
+
+
+@pytest.mark.slow
+def test_offline_wandb_run_resumes_the_same_run(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    cfg = tiny_cfg(tiny_dataset, "logger=offline", "trainer.max_steps=2")
+    train(cfg, tmp_path)
+    run_id = load_bundle(tmp_path)["trainer"]["wandb_run_id"]
+    assert run_id
+    train(tiny_cfg(tiny_dataset, "logger=offline", "trainer.max_steps=4"), tmp_path)
+    assert load_bundle(tmp_path)["trainer"]["wandb_run_id"] == run_id
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)

@@ -55,9 +55,9 @@ class WandbLogger(NullLogger):
     def finish(self) -> None:
         self.run.finish()
         if self.mode == "offline":
+            run_dir = self.run.dir.rsplit("/files", 1)[0]
             print(
-                f"wandb: offline run saved in {self.run.dir.rsplit('/files', 1)[0]}; upload it with "
-                "`wandb sync <that dir>` or train with logger=online"
+                f"wandb: offline run; upload with `wandb sync {run_dir}` or train with logger=online"
             )
 
 

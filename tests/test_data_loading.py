@@ -200,3 +200,16 @@ def test_damaged_minari_metadata_is_reported(minari_root, tiny_dataset):
     metadata.write_text("{ truncated")
     with pytest.raises(TtrlError, match="damaged"):
         resolve_dataset("ttrl/halfcheetah/random-v0")
+
+
+def test_write_d4rl_hdf5_round_trips(tmp_path, tiny_hopper):
+    from ttrl.data import write_d4rl_hdf5
+
+    loaded = load_transitions(tiny_hopper)
+    path = write_d4rl_hdf5(tmp_path / "hopper.hdf5", loaded)
+    with h5py.File(path, "r") as file:
+        assert sorted(file.keys()) == sorted(KEYS)
+    again = load_transitions(path)
+    for key in KEYS:
+        np.testing.assert_array_equal(getattr(again, key), getattr(loaded, key))
+    assert resolve_dataset(path).env_id == "Hopper-v5"

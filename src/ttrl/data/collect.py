@@ -34,6 +34,8 @@ from ttrl.errors import TtrlError
 
 Policy = Callable[[np.ndarray], np.ndarray]
 STAGING_PREFIX = ".ttrl-staging-"
+# an episode's arrays: observations has one more row (the final observation) than the others
+EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncations")
 
 
 def collect_episodes(
@@ -66,22 +68,14 @@ def collect_episodes(
     act = _as_policy(policy, env, seed)
     episodes = []
     obs, _ = env.reset(seed=seed)
-    steps = {
-        "observations": [obs],
-        "actions": [],
-        "rewards": [],
-        "terminations": [],
-        "truncations": [],
-    }
+    steps = {key: [] for key in EPISODE_KEYS} | {"observations": [obs]}
     with tqdm(total=n_steps, desc=f"collecting {env_id}", disable=not progress, unit="step") as bar:
         for step in range(n_steps):
             action = np.asarray(act(obs), dtype=env.action_space.dtype)
             obs, reward, terminated, truncated, _ = env.step(action)
             truncated = truncated or step == n_steps - 1  # the step budget cuts the last episode
             for key, value in zip(
-                ("observations", "actions", "rewards", "terminations", "truncations"),
-                (obs, action, reward, terminated, truncated),
-                strict=True,
+                EPISODE_KEYS, (obs, action, reward, terminated, truncated), strict=True
             ):
                 steps[key].append(value)
             if terminated or truncated:
@@ -94,7 +88,7 @@ def collect_episodes(
                 )
                 if step < n_steps - 1:
                     obs, _ = env.reset()
-                steps = {key: [] for key in steps} | {"observations": [obs]}
+                steps = {key: [] for key in EPISODE_KEYS} | {"observations": [obs]}
             bar.update()
     env.close()
     return episodes
@@ -197,10 +191,7 @@ def _as_episode_buffer(index: int, episode: Any) -> Any:
     def field(key: str) -> Any:
         return episode[key] if isinstance(episode, dict) else getattr(episode, key)
 
-    arrays = {
-        key: np.asarray(field(key))
-        for key in ("observations", "actions", "rewards", "terminations", "truncations")
-    }
+    arrays = {key: np.asarray(field(key)) for key in EPISODE_KEYS}
     n = len(arrays["rewards"])
     if len(arrays["observations"]) != n + 1 or any(
         len(arrays[key]) != n for key in ("actions", "terminations", "truncations")

@@ -230,6 +230,6 @@ def _padded_tokens(
     tokens = np.full((n_rows, trajectories.transition_dim), discretizer.stop_token, dtype=dtype)
     shift = np.repeat(token_starts - trajectories.episode_starts, trajectories.episode_lengths)
     for begin in range(0, len(trajectories.joined), ENCODE_CHUNK_ROWS):
-        end = min(begin + ENCODE_CHUNK_ROWS, len(trajectories.joined))
-        tokens[np.arange(begin, end) + shift[begin:end]] = discretizer.encode(trajectories.joined[begin:end])
+        rows = np.arange(begin, min(begin + ENCODE_CHUNK_ROWS, len(trajectories.joined)))
+        tokens[rows + shift[rows]] = discretizer.encode(trajectories.joined[rows])
     return tokens

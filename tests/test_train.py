@@ -114,6 +114,24 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset, t
     assert not torch.equal(weights(tmp_path / "start")["head.weight"], expected["head.weight"])
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_stop_signals_end_the_step_and_save(tiny_dataset, tmp_path, signum):
+    cfg = tiny_cfg(tiny_dataset, "trainer.max_steps=50", "trainer.save_interval=1000")
+    before = signal.getsignal(signum)
+    metrics = train(cfg, tmp_path, on_step=lambda step: step == 3 and os.kill(os.getpid(), signum))
+    assert metrics["signal"] == signum and metrics["step"] == 3
+    assert load_bundle(tmp_path)["trainer"]["step"] == 3
+    assert signal.getsignal(signum) is before  # the handler is put back afterwards
+
+
+def test_time_limit_stops_early_and_saves(tiny_dataset, tmp_path):
+    metrics = train(
+        tiny_cfg(tiny_dataset, "trainer.max_minutes=0", "trainer.max_steps=50"), tmp_path
+    )
+    assert metrics["signal"] is None and metrics["step"] == 1 and "val/loss" in metrics
+    assert load_bundle(tmp_path)["trainer"]["step"] == 1
+
+
 def test_sigterm_saves_and_exits_with_143(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.pt"

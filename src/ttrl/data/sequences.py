@@ -11,6 +11,10 @@ Which target rows count in the loss:
   the stop token once an episode has ended;
 - padding after a timeout never counts: the episode did not end there, so "stop" would be a lie.
 
+The mask is aligned with the targets ``y`` (one entry per predicted token). Compatibility note: the
+released code aligned it with the inputs and also put stop tokens in the loss after timeouts; models
+trained either way share the same vocabulary and layout.
+
 Tokens are stored as uint8 (``N <= 254``) or int16, about ``T`` bytes per step (25 MB for 1M
 halfcheetah steps); sampling gathers windows by index arithmetic on whatever device holds them.
 """

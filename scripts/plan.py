@@ -10,8 +10,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-import ttrl.config  # noqa: F401  (registers the config schemas and resolvers plan.yaml uses)
 from ttrl.cli import exit_on_user_error
+from ttrl.config import run_hydra_main  # also registers the schemas and resolvers plan.yaml uses
 from ttrl.evaluation import command_line_planner_overrides, register_resolvers, run_planning
 
 register_resolvers()
@@ -27,4 +27,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

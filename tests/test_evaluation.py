@@ -23,6 +23,7 @@ from ttrl.evaluation import (
     mean_and_standard_error,
     realised_values,
 )
+from ttrl.evaluation.video import VideoRecorder
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.planning import PlannerConfig
 
@@ -222,3 +223,44 @@ def test_between_replans_the_plan_is_followed(tiny_dataset, early_envs):
     )
     assert [e.length for e in results.episodes] == [7, 7]
     assert results.timing["planner_calls"] == 4  # steps 0, 2, 4, 6
+
+
+# ----------------------------------------------------------------------------- video
+
+
+class FakeRenderEnv:
+    """Renders a solid frame whose colour is the number of frames so far (or fails to render)."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.metadata = {"render_fps": 10}
+        self.broken, self.n = broken, 0
+
+    def render(self):
+        if self.broken:
+            raise RuntimeError("no OpenGL context")
+        self.n += 1
+        return np.full((32, 48, 3), 20 * self.n, dtype=np.uint8)
+
+
+def test_video_recorder_writes_every_frame(tmp_path):
+    import imageio
+
+    recorder = VideoRecorder(FakeRenderEnv(), tmp_path / "episode0.mp4")
+    for _ in range(5):
+        recorder.capture()
+    path = recorder.close()
+    assert path == tmp_path / "episode0.mp4"
+    frames = imageio.mimread(path)
+    assert len(frames) == 5 and frames[0].shape == (32, 48, 3)
+    assert [f.mean() for f in frames] == pytest.approx([20, 40, 60, 80, 100], abs=3)
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_video_recorder_warns_once_and_goes_on_without_gl(tmp_path):
+    recorder = VideoRecorder(FakeRenderEnv(broken=True), tmp_path / "episode0.mp4")
+    with pytest.warns(RuntimeWarning, match="video disabled") as caught:
+        for _ in range(3):
+            recorder.capture()
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert recorder.close() is None
+    assert list(tmp_path.iterdir()) == []

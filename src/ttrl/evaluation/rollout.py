@@ -9,6 +9,8 @@ action of its current plan.
 
 from __future__ import annotations
 
+import math
+import os
 import time
 import warnings
 from collections.abc import Callable
@@ -23,22 +25,43 @@ from tqdm.auto import tqdm
 from ttrl.data import DatasetSpec
 from ttrl.errors import TtrlError
 from ttrl.evaluation.scores import EpisodeResult, aggregate, realised_values
-from ttrl.evaluation.video import VideoRecorder
+from ttrl.evaluation.video import VideoRecorder, prefer_headless_rendering, warn_video_disabled
 
 EnvFactory = Callable[[str, int | None, bool], Any]
 
 
 def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = False) -> Any:
-    """A gymnasium env; ``max_episode_steps`` None keeps the env's own limit (1000 for MuJoCo)."""
+    """A gymnasium env; ``max_episode_steps`` None keeps the env's own limit (1000 for MuJoCo).
+
+    With ``render`` the env renders ``rgb_array`` frames offscreen (see
+    :func:`~ttrl.evaluation.video.prefer_headless_rendering`); if that cannot work, one warning
+    says so and the env is made without rendering.
+    """
     import gymnasium as gym
 
-    kwargs: dict[str, Any] = {"render_mode": "rgb_array"} if render else {}
+    kwargs: dict[str, Any] = {}
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
+    if render:
+        prefer_headless_rendering()
+        try:
+            return gym.make(env_id, render_mode="rgb_array", **kwargs)
+        except gym.error.Error as err:
+            raise TtrlError(f"cannot make environment {env_id!r}: {err}") from err
+        except Exception as err:  # no usable OpenGL: plan without a video
+            warn_video_disabled(err)
     try:
         return gym.make(env_id, **kwargs)
     except gym.error.Error as err:
         raise TtrlError(f"cannot make environment {env_id!r}: {err}") from err
+    except (ImportError, AttributeError) as err:
+        if not os.environ.get("MUJOCO_GL"):
+            raise
+        # MuJoCo loads the MUJOCO_GL backend on import, even for envs that never render
+        raise TtrlError(
+            f"cannot load MuJoCo with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(err).__name__}: "
+            f"{err}); unset MUJOCO_GL or set it to a backend this machine has (egl, osmesa, glfw)"
+        ) from err
 
 
 @dataclass
@@ -62,14 +85,18 @@ class EpisodeResults:
         """One line: env, episodes, normalised score mean ± se (or return), decisions/s."""
         agg = self.aggregates
         if agg["normalized_score_mean"] is not None:
-            score = f"score {agg['normalized_score_mean']:.1f} ± {agg['normalized_score_se']:.1f}"
+            score = f"score {_mean_se(agg['normalized_score_mean'], agg['normalized_score_se'])}"
         else:
             score = "score n/a (no reference scores)"
         return (
             f"{self.dataset} ({self.env_id}): {agg['n_episodes']} episodes, {score}, "
-            f"return {agg['return_mean']:.1f} ± {agg['return_se']:.1f}, "
+            f"return {_mean_se(agg['return_mean'], agg['return_se'])}, "
             f"{self.timing['decisions_per_second']:.2f} decisions/s"
         )
+
+
+def _mean_se(mean: float, se: float) -> str:
+    return f"{mean:.1f} ± {se:.1f}" if math.isfinite(se) else f"{mean:.1f} (one episode, no se)"
 
 
 def check_spaces(env: Any, env_id: str, observation_dim: int, action_dim: int) -> None:
@@ -157,7 +184,8 @@ def evaluate(
         observation_dim,
         action_dim,
     )
-    recorder = VideoRecorder(episodes[0].env, video_path) if video_path is not None else None
+    renders = getattr(episodes[0].env, "render_mode", None) == "rgb_array"
+    recorder = VideoRecorder(episodes[0].env, video_path) if video_path and renders else None
     if recorder is not None:
         recorder.capture()
     results = _run_episodes(

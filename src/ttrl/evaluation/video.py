@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+def prefer_headless_rendering() -> None:
+    """Point MuJoCo at an offscreen OpenGL backend (EGL, else OSMesa) when there is no display.
+
+    MuJoCo's default backend, GLFW, needs a window system. An explicit ``MUJOCO_GL`` is kept, and
+    nothing changes where neither library is installed (rendering then fails with one warning).
+    """
+    if os.environ.get("DISPLAY") or os.environ.get("MUJOCO_GL"):
+        return
+    for backend, library in (("egl", "EGL"), ("osmesa", "OSMesa")):
+        if ctypes.util.find_library(library):
+            os.environ["MUJOCO_GL"] = backend
+            return
+
+
+def warn_video_disabled(err: BaseException) -> None:
+    """The one warning line saying that no video is recorded, and why."""
+    reason = f"{type(err).__name__}: {err}".replace("\n", " ")
+    warnings.warn(
+        f"video disabled, rendering failed ({reason}); set MUJOCO_GL=egl or MUJOCO_GL=osmesa "
+        "to render headless",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class VideoRecorder:
@@ -37,10 +63,9 @@ class VideoRecorder:
                 raise RuntimeError("the environment was not made with render_mode='rgb_array'")
             self._write(np.asarray(frame, dtype=np.uint8))
         except Exception as err:  # rendering needs OpenGL, which headless machines may lack
-            self._disable(
-                f"video disabled, rendering failed ({type(err).__name__}: {err}); "
-                "set MUJOCO_GL=egl or MUJOCO_GL=osmesa to render headless"
-            )
+            warn_video_disabled(err)
+            self.enabled = False
+            self._discard()
 
     def _write(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -52,11 +77,6 @@ class VideoRecorder:
             )
         self._writer.append_data(frame)
         self.n_frames += 1
-
-    def _disable(self, message: str) -> None:
-        warnings.warn(message.replace("\n", " "), RuntimeWarning, stacklevel=3)
-        self.enabled = False
-        self._discard()
 
     def _discard(self) -> None:
         if self._writer is not None:

@@ -22,9 +22,14 @@ def wandb_settings(
         value = logger.get(key)
         return value if value is not None else train_logger.get(key, default)
 
+    group = pick("group")
+    if group is None and train_config.get("env"):
+        from ttrl.training.logger import config_group
+
+        group = config_group(dict(train_config))  # the group training derived from its config
     return {
         "project": pick("project", "ttrl"),
-        "group": pick("group"),
+        "group": group,
         "mode": pick("mode", "offline"),
         "entity": pick("entity"),
         "train_run_id": trainer.get("wandb_run_id"),

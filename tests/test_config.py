@@ -100,6 +100,12 @@ def test_run_dir_pins_hydra_run_dir():
         assert default.hydra.run.dir.startswith("outputs/train/hopper-medium/")
         assert default.hydra.sweep.dir.startswith("multirun/train/hopper-medium/")
         assert pinned.hydra.run.dir == "/tmp/x"
+        for name, slug in [
+            ("mujoco/hopper/medium-v0", "mujoco-hopper-medium-v0"),
+            ("/data/d4rl/hopper_medium-v2.hdf5", "hopper_medium-v2"),
+        ]:
+            other = compose("train", overrides=[f"env.name={name}"], return_hydra_config=True)
+            assert other.hydra.run.dir.startswith(f"outputs/train/{slug}/")
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ fails at composition with Hydra's message, which :func:`compose_error_message` t
 Each group's schema is also stored under ``ttrl_schema/<group>`` so other primary configs (e.g.
 ``plan.yaml``) can type their sections the same way: ``- /ttrl_schema/planner@planner``.
 
-Importing this module also registers the ``ttrl.if_none`` resolver that ``train.yaml`` uses to let
-``run_dir=<path>`` pin the run directory.
+Importing this module also registers the resolvers ``train.yaml`` uses for its run dirs:
+``ttrl.if_none`` (``run_dir=<path>`` pins the dir) and ``ttrl.slug`` (a dataset name as one folder).
 """
 
 from __future__ import annotations
@@ -155,6 +155,14 @@ def _if_none(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
+def dataset_slug(name: str) -> str:
+    """A one-folder name for a dataset: a file's stem, or a Minari id with ``/`` turned into ``-``."""
+    path = Path(name)
+    if path.suffix in (".hdf5", ".h5"):
+        return path.stem
+    return name.strip("/").replace("/", "-")
+
+
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore and register ttrl's resolvers (idempotent)."""
     store = ConfigStore.instance()
@@ -163,6 +171,8 @@ def register_configs() -> None:
         store.store(group=f"ttrl_schema/{group}", name=group, node=schema)
     if not OmegaConf.has_resolver("ttrl.if_none"):
         OmegaConf.register_new_resolver("ttrl.if_none", _if_none)
+    if not OmegaConf.has_resolver("ttrl.slug"):
+        OmegaConf.register_new_resolver("ttrl.slug", dataset_slug)
 
 
 register_configs()

@@ -65,7 +65,14 @@ def config_group(config: dict[str, Any]) -> str:
     """A stable W&B group for runs that differ only in seed: ``<env>-<hash of the rest>``."""
     rest = {k: v for k, v in config.items() if k not in GROUP_EXCLUDED_KEYS}
     digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{sanitize_artifact_name(config['env']['name'])}-{digest}"
+    return f"{run_label(config['env']['name'])}-{digest}"
+
+
+def run_label(dataset: str) -> str:
+    """A dataset name as W&B group/run/artifact names allow it (a file's stem for HDF5 paths)."""
+    from ttrl.config import dataset_slug
+
+    return sanitize_artifact_name(dataset_slug(dataset))
 
 
 def sanitize_artifact_name(name: str) -> str:
@@ -87,7 +94,7 @@ def create_logger(
         project=logger_cfg["project"],
         entity=logger_cfg["entity"],
         group=logger_cfg["group"] or config_group(config),
-        name=logger_cfg["name"] or f"{sanitize_artifact_name(env)}-s{seed}",
+        name=logger_cfg["name"] or f"{run_label(env)}-s{seed}",
         tags=list(logger_cfg["tags"]),
         config=config,
         mode=logger_cfg["mode"],

@@ -36,7 +36,7 @@ from ttrl.training.distributed import (
     launched_by_torchrun,
     shutdown_distributed,
 )
-from ttrl.training.logger import create_logger
+from ttrl.training.logger import create_logger, run_label
 from ttrl.training.metrics import evaluate
 from ttrl.training.optim import build_optimizer, build_scheduler, schedule_from_epochs
 from ttrl.training.pipeline import (
@@ -431,7 +431,7 @@ class Trainer:
     def upload_final_checkpoint(self) -> None:
         """Attach the best checkpoint to the W&B run (online runs only)."""
         best = checkpoint_path(self.run_dir, "best")
-        name = f"{self.data.dataset_name}-s{self.cfg.seed}"
+        name = f"{run_label(self.data.dataset_name)}-s{self.cfg.seed}"
         self.logger.log_artifact(best, name=name)
 
 

@@ -79,6 +79,20 @@ class TrajectoryTransformerConfig:
             if not 0.0 <= value < 1.0:
                 raise TtrlError(f"model config {name}={value!r} must be a dropout rate in [0, 1)")
 
+    @classmethod
+    def for_dims(
+        cls, observation_dim: int, action_dim: int, sequence_length: int = 10, **overrides: Any
+    ) -> TrajectoryTransformerConfig:
+        """Config for an environment's sizes, with a block of ``sequence_length`` transitions - 1 token."""
+        transition_dim = observation_dim + action_dim + 2
+        return cls(
+            observation_dim=observation_dim,
+            action_dim=action_dim,
+            transition_dim=transition_dim,
+            block_size=sequence_length * transition_dim - 1,
+            **overrides,
+        )
+
     @property
     def stop_token(self) -> int:
         """Token id of the stop token (one past the last bin)."""

@@ -46,6 +46,10 @@ def test_train_writes_bundles_that_rebuild_model_and_discretizer(tiny_dataset, t
     assert np.isfinite(metrics["val/loss"]) and metrics["best_val_loss"] <= metrics["val/loss"]
     for name in TOKEN_TYPES:
         assert 0.0 <= metrics[f"val/{name}_accuracy"] <= 1.0
+    assert metrics["perf/tokens_per_s"] > 0 and np.isfinite(metrics["train/loss"])
+    # the 6th step is still warming up over one epoch: lr = 6e-4 * 6 / (steps per epoch)
+    warmup_steps = round(6 / metrics["train/epoch"])
+    assert metrics["train/lr"] == pytest.approx(6e-4 * 6 / warmup_steps)
     for which in ("last", "best"):
         bundle = load_bundle(tmp_path, which=which)
         assert bundle["config"]["env"]["name"] == tiny_dataset

@@ -171,8 +171,9 @@ class Trainer:
         )
         if bundle is not None:
             check_resumable(bundle, self.model_config.to_dict(), resume_path)
+        saved_discretizer = bundle["discretizer"] if bundle is not None else None
         self.data: TrainingData = tokenize(
-            cfg, trajectories, seed=cfg.seed, discretizer_state=bundle and bundle["discretizer"]
+            cfg, trajectories, seed=cfg.seed, discretizer_state=saved_discretizer
         )
 
         dropout_seed, sampling_seed = stream_seeds(cfg.seed, ctx.rank)
@@ -191,9 +192,9 @@ class Trainer:
             fused=self.device.type == "cuda",
         )
         global_batch = tcfg.batch_size * ctx.world_size
-        self.total_steps, steps_per_epoch = step_budget(cfg, len(self.train_set), global_batch)
+        self.total_steps, self.steps_per_epoch = step_budget(cfg, len(self.train_set), global_batch)
         schedule = schedule_from_epochs(
-            steps_per_epoch,
+            self.steps_per_epoch,
             tcfg.warmup_epochs,
             tcfg.decay_epochs,
             tcfg.min_lr_ratio,
@@ -205,7 +206,6 @@ class Trainer:
             wandb_id = self.restore(bundle)
         self.forward_model = self.wrap_model()
         self.logger = create_logger(self.config, run_dir, wandb_id, ctx.is_main)
-        self.resumed = bundle is not None
 
     # ------------------------------------------------------------------------------ set-up
     def restore(self, bundle: dict[str, Any]) -> str | None:
@@ -213,7 +213,7 @@ class Trainer:
         state = bundle["trainer"]
         self.model.load_state_dict(bundle["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.load_state_dict(state["scheduler"])  # also the saved LRSchedule's fields
         self.step = int(state["step"])
         self.best_val_loss = float(state.get("best_val_loss", math.inf))
         rng = state.get("rng") or []
@@ -296,27 +296,22 @@ class Trainer:
         )
         stopped_by: int | None = None
         time_up = False
-        tokens_per_step = 0
         while self.step < self.total_steps:
-            loss, grad_norm, tokens_per_step = self.train_step()
+            step_stats = self.train_step()
             self.step += 1
             bar.update(1)
             if self.step % tcfg.log_interval == 0:
                 now = time.monotonic()
-                rate = (
-                    tokens_per_step * (self.step - last_log_step) / max(now - last_log_time, 1e-9)
-                )
+                tokens = step_stats.pop("tokens") * (self.step - last_log_step)
+                logged = {f"train/{k}": float(v) for k, v in step_stats.items()}  # syncs the GPU
+                logged["train/epoch"] = self.step / self.steps_per_epoch
+                logged["perf/tokens_per_s"] = tokens / max(now - last_log_time, 1e-9)
                 last_log_time, last_log_step = now, self.step
-                metrics.update(
-                    {
-                        "train/loss": loss.item(),
-                        "train/grad_norm": float(grad_norm),
-                        "train/lr": self.scheduler.get_last_lr()[0],
-                        "perf/tokens_per_s": rate,
-                    }
+                self.logger.log(logged, self.step)
+                metrics.update(logged)
+                bar.set_postfix(
+                    loss=f"{logged['train/loss']:.3f}", tok_s=f"{logged['perf/tokens_per_s']:,.0f}"
                 )
-                self.logger.log({k: v for k, v in metrics.items() if "/" in k}, self.step)
-                bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", tok_s=f"{rate:,.0f}")
             if self.step % tcfg.eval_interval == 0 or self.step == self.total_steps:
                 metrics.update(self.validate())
             if self.step % tcfg.save_interval == 0:
@@ -363,8 +358,8 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
 
-    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """One optimiser step on a fresh batch; returns (loss, grad norm, tokens) without syncing."""
+    def train_step(self) -> dict[str, Any]:
+        """One optimiser step on a fresh batch; returns loss, grad norm, LR and tokens, unsynced."""
         tcfg = self.cfg.trainer
         x, y, mask = self.train_set.sample(tcfg.batch_size, generator=self.sampler)
         with self.autocast:
@@ -375,9 +370,15 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.grad_clip)
         else:
             grad_norm = torch.zeros(())
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
-        return loss.detach(), grad_norm, x.numel() * self.ctx.world_size
+        return {
+            "loss": loss.detach(),
+            "grad_norm": grad_norm,
+            "lr": lr,
+            "tokens": x.numel() * self.ctx.world_size,
+        }
 
     def validate(self) -> dict[str, float]:
         """Validation metrics on rank 0 (logged); saves best.pt when the loss improves."""

@@ -264,3 +264,52 @@ def test_video_recorder_warns_once_and_goes_on_without_gl(tmp_path):
     assert len(caught) == 1 and "\n" not in str(caught[0].message)
     assert recorder.close() is None
     assert list(tmp_path.iterdir()) == []
+
+
+def test_planned_stop_tokens_are_counted(tiny_dataset, early_envs):
+    factory, envs = early_envs
+    model = tiny_model()
+    S, A = 17, 6
+    with torch.no_grad():  # every position sees the same features; action heads pick the stop token
+        model.ln_f.weight.zero_()
+        model.ln_f.bias.zero_()
+        model.ln_f.bias[0] = 1.0
+        # the head at position p predicts token p + 1: heads S-1 .. S+A-2 give the action tokens
+        model.head.weight[S - 1 : S + A - 1] = 0.0
+        model.head.weight[S - 1 : S + A - 1, N_BINS, 0] = 50.0
+    config = PlannerConfig(horizon=2, beam_width=2)
+    discretizer = fit_discretizer(tiny_dataset)
+    with pytest.warns(RuntimeWarning, match="stop token"):
+        results = evaluate(
+            model,
+            discretizer,
+            config,
+            evaluation_spec(tiny_dataset),
+            n_episodes=1,
+            max_episode_steps=3,
+            env_factory=factory,
+            progress=False,
+        )
+    assert results.episodes[0].stop_actions == 3
+    last_bin = discretizer.midpoints(slice(S, S + A))[-1]  # what the planner executes instead
+    np.testing.assert_allclose(np.stack(envs[0].actions), np.tile(last_bin, (3, 1)), rtol=1e-6)
+    assert np.isfinite(results.episodes[0].total_return)
+
+
+def test_wandb_settings_follow_the_training_run():
+    from ttrl.evaluation.wandb_logging import wandb_settings
+    from ttrl.training.logger import config_group
+
+    train_config = {
+        "env": {"name": "hopper-medium"},
+        "seed": 1,
+        "logger": {"mode": "offline", "project": "tt", "entity": None, "group": None},
+    }
+    trainer = {"wandb_run_id": "abc123"}
+    unset = {"mode": None, "project": None, "entity": None, "group": None}
+    settings = wandb_settings(unset, train_config, trainer)
+    assert settings["project"] == "tt" and settings["mode"] == "offline"
+    assert settings["group"] == config_group(train_config)  # the group training derived
+    assert settings["train_run_id"] == "abc123"
+    chosen = wandb_settings({**unset, "mode": "disabled", "group": "g"}, train_config, trainer)
+    assert (chosen["mode"], chosen["group"], chosen["project"]) == ("disabled", "g", "tt")

@@ -66,7 +66,13 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = F
 
 @dataclass
 class EpisodeResults:
-    """What :func:`evaluate` measured: one :class:`EpisodeResult` per episode, scores, timing."""
+    """What :func:`evaluate` measured: one :class:`EpisodeResult` per episode, scores, timing.
+
+    ``reference`` holds the reference returns used for normalising (``min``, ``max``, ``source``).
+    ``timing``: ``wall_seconds``, ``plan_seconds`` (inside the planner), ``planner_calls``,
+    ``decisions`` (one per running episode per planner call), ``decisions_per_second``
+    (= decisions / plan_seconds), ``env_steps`` and ``env_steps_per_second`` (over the wall time).
+    """
 
     episodes: list[EpisodeResult]
     env_id: str
@@ -74,7 +80,6 @@ class EpisodeResults:
     reference: dict[str, Any]
     timing: dict[str, float]
     video_path: Path | None = None
-    planner: dict[str, Any] = field(default_factory=dict)
 
     @property
     def aggregates(self) -> dict[str, Any]:
@@ -124,7 +129,7 @@ class _Episode:
     predicted_values: list[float] = field(default_factory=list)
     terminated: bool = False
     truncated: bool = False
-    stop_actions: int = 0  # steps whose planned action held the stop token (executed as 0)
+    stop_actions: int = 0  # steps whose planned action held the stop token
 
     @property
     def done(self) -> bool:
@@ -188,26 +193,30 @@ def evaluate(
     recorder = VideoRecorder(episodes[0].env, video_path) if video_path and renders else None
     if recorder is not None:
         recorder.capture()
-    results = _run_episodes(
-        planner,
-        planner_config,
-        discretizer,
-        episodes,
-        recorder,
-        seed,
-        observation_dim,
-        action_dim,
-        progress,
-    )
-    saved_video = recorder.close() if recorder is not None else None
-    for episode in episodes:
-        episode.env.close()
+    try:
+        timing = _run_episodes(
+            planner,
+            planner_config,
+            discretizer,
+            episodes,
+            recorder,
+            seed,
+            observation_dim,
+            action_dim,
+            progress,
+        )
+        saved_video = recorder.close() if recorder is not None else None
+    finally:  # also on Ctrl-C: no half-written video, no open renderers
+        if recorder is not None:
+            recorder.discard()
+        for episode in episodes:
+            episode.env.close()
     finished = [_finish(e, spec, value_discount, termination_penalty) for e in episodes]
     n_stop = sum(e.stop_actions for e in finished)
     if n_stop:
         warnings.warn(
-            f"{n_stop} planned actions held the stop token (the model predicted the episode's end) "
-            f"and were executed with 0 in those dimensions; see stop_actions in results.csv",
+            f"{n_stop} executed actions held the stop token (the model predicted the episode's end; "
+            f"the planner executes it as the last bin); see stop_actions in results.csv",
             RuntimeWarning,
             stacklevel=2,
         )
@@ -216,7 +225,7 @@ def evaluate(
         env_id=spec.env_id,
         dataset=spec.name,
         reference={"min": spec.ref_min_score, "max": spec.ref_max_score, "source": spec.ref_source},
-        timing=results,
+        timing=timing,
         video_path=saved_video,
     )
 
@@ -281,8 +290,10 @@ def _run_episodes(
                 plan_rows, offset = [e.index for e in running], 0
                 tic = time.perf_counter()
                 found = planner.plan(context.prefix(plan_rows), generator=generator)
-                # one transfer per plan: actions [n, H, A], predicted rewards and values [n, H]
-                plan = tuple(_numpy(x) for x in (found.actions, found.rewards, found.values))
+                action_tokens = found.tokens[:, :, observation_dim : observation_dim + action_dim]
+                stops = (action_tokens == discretizer.stop_token).any(dim=-1)
+                # one transfer per plan: actions [n, H, A]; predicted rewards, values, stops [n, H]
+                plan = tuple(_numpy(x) for x in (found.actions, found.rewards, found.values, stops))
                 plan_seconds += time.perf_counter() - tic
                 n_calls += 1
                 n_decisions += len(plan_rows)
@@ -320,15 +331,12 @@ def _step_all(
     recorder: VideoRecorder | None,
 ) -> None:
     """Execute each running episode's planned action at ``offset`` and record what happened."""
-    actions, predicted_rewards, predicted_values = plan
+    actions, predicted_rewards, predicted_values, stops = plan
     row_of = {index: row for row, index in enumerate(plan_rows)}
     rows = [row_of[e.index] for e in running]
     executed = actions[rows, offset]
     for episode, row, action in zip(running, rows, executed, strict=True):
-        if np.isnan(action).any():
-            # the stop token decodes to NaN: the model planned the end of the episode
-            episode.stop_actions += 1
-            action = np.nan_to_num(action, nan=0.0)
+        episode.stop_actions += int(stops[row, offset])
         observation, reward, terminated, truncated, _ = episode.env.step(action)
         episode.rewards.append(float(reward))
         episode.predicted_rewards.append(float(predicted_rewards[row, offset]))
@@ -339,7 +347,7 @@ def _step_all(
             recorder.capture()
     context.append(
         [e.index for e in running],
-        np.nan_to_num(executed, nan=0.0),
+        executed,
         np.array([e.rewards[-1] for e in running]),
         np.stack([e.observation for e in running]),
         done=[e.done for e in running],

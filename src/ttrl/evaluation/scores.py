@@ -15,8 +15,8 @@ from ttrl.data.preprocess import value_targets
 class EpisodeResult:
     """One evaluation episode: its outcome and, per executed step, what the plan predicted.
 
-    ``stop_actions`` counts steps whose planned action held the stop token (the model predicted the
-    episode's end; those dimensions were executed as 0). ``predicted_rewards[t]`` / ``predicted_values[t]`` are the planner's reward and value for the
+    ``stop_actions`` counts steps whose executed action held the stop token (the model predicted
+    the episode's end; the planner decodes it as the last bin). ``predicted_rewards[t]`` / ``predicted_values[t]`` are the planner's reward and value for the
     step it executed at ``t``; ``rewards[t]`` is what the environment paid and ``values[t]`` the
     realised discounted return from ``t + 1`` on (the model's value target, see
     :func:`realised_values`).

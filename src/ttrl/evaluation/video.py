@@ -65,7 +65,7 @@ class VideoRecorder:
         except Exception as err:  # rendering needs OpenGL, which headless machines may lack
             warn_video_disabled(err)
             self.enabled = False
-            self._discard()
+            self.discard()
 
     def _write(self, frame: np.ndarray) -> None:
         if self._writer is None:
@@ -78,7 +78,8 @@ class VideoRecorder:
         self._writer.append_data(frame)
         self.n_frames += 1
 
-    def _discard(self) -> None:
+    def discard(self) -> None:
+        """Drop an unfinished video (a no-op after :meth:`close`)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -87,7 +88,7 @@ class VideoRecorder:
     def close(self) -> Path | None:
         """Finish the file; returns its path, or None if nothing was recorded."""
         if not self.enabled or self._writer is None:
-            self._discard()
+            self.discard()
             return None
         self._writer.close()
         self._writer = None

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -15,7 +16,11 @@ from omegaconf import OmegaConf
 import ttrl.config  # noqa: F401  (the schemas and resolvers plan.yaml uses)
 from test_evaluation import fit_discretizer, save_tiny_run, tiny_model
 from ttrl.errors import TtrlError
-from ttrl.evaluation import command_line_planner_overrides, run_planning
+from ttrl.evaluation import (
+    command_line_planner_overrides,
+    load_checkpoint_with_dataset,
+    run_planning,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 D4RL_HALFCHEETAH = (-280.178953, 12135.0)
@@ -123,6 +128,9 @@ def test_hf_checkpoint_refits_the_discretizer_on_the_dataset(tmp_path, tiny_data
     assert [e.length for e in results.episodes] == [3]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["dataset"] == tiny_dataset and saved["config"]["checkpoint"] == str(hf_dir)
+    # the refit discretiser is the one training makes: quantiles of the preprocessed dataset
+    refit = load_checkpoint_with_dataset(hf_dir, tiny_dataset, {}).discretizer
+    np.testing.assert_array_equal(refit.thresholds, fit_discretizer(tiny_dataset).thresholds)
 
 
 @pytest.mark.parametrize(
@@ -139,8 +147,6 @@ def test_bad_planner_settings_are_one_line_errors(tiny_run, tmp_path, overrides,
 
 
 def test_model_and_env_of_different_sizes_is_an_error(tmp_path, tiny_dataset):
-    import numpy as np
-
     from ttrl.discretization import Discretizer
 
     hopper_sized = tiny_model(observation_dim=11, action_dim=3)

@@ -100,6 +100,8 @@ def run_planning(
     """
     import torch
 
+    from ttrl.training.distributed import resolve_device
+
     out_dir = Path(out_dir)
     inputs = load_inputs(cfg)
     run_planner = inputs.train_config.get("planner")
@@ -107,7 +109,7 @@ def run_planning(
         planner_config = planner_config_from(cfg.get("planner"), planner_overrides)
     else:
         planner_config = planner_config_from(run_planner, planner_overrides)
-    device = _device(cfg.get("device", "auto"))
+    device = resolve_device(cfg.get("device", "auto"))
     data = inputs.train_config.get("data") or cfg.get("data") or {}
     spec = evaluation_spec(inputs.dataset, data.get("source", "auto"))
     torch.manual_seed(int(cfg.get("seed", 0)))
@@ -142,11 +144,3 @@ def run_planning(
     )
     print(results.summary())
     return results
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name

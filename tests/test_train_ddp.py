@@ -57,19 +57,6 @@ def test_two_process_run_finishes_with_a_checkpoint(tiny_dataset, tmp_path):
     assert (tmp_path / "checkpoints" / "best.pt").is_file()
 
 
-def test_torchrun_without_run_dir_is_refused(tiny_dataset, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *TINY, "trainer.max_steps=1"],
-        cwd=tmp_path,  # a stray outputs/ dir would land here
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"},
-    )
-    assert result.returncode == 2
-    assert "pass run_dir=" in result.stderr
-
-
 @pytest.mark.slow
 def test_two_process_resume_equals_an_uninterrupted_run(tiny_dataset, tmp_path):
     whole, split = tmp_path / "whole", tmp_path / "split"

@@ -102,7 +102,7 @@ class TrainerConfig:
     max_steps: int | None = None  # overrides epochs and the paper formula
     max_minutes: float | None = None  # stop (and save) after this much wall-clock time
     eval_interval: int = 2000  # steps between validations (and best.pt updates)
-    val_batches: int = 16  # validation batches per evaluation (None-like: 0 = the whole split)
+    val_batches: int = 16  # validation batches per evaluation (0 = the whole split)
     log_interval: int = 100  # steps between train/ and perf/ logs
     save_interval: int = 5000  # steps between last.pt saves (also saved at the end and on SIGTERM)
     compile: bool = False  # torch.compile the model (the uncompiled state dict is saved)

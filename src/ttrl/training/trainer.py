@@ -58,6 +58,7 @@ from ttrl.training.state import (
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm sends these before preempting a job
+DDP_STOP_CHECK_STEPS = 10  # under DDP, ranks agree on a stop signal / time limit this often
 PAPER_SAMPLES = 1e6  # n_epochs = 1e6 / n_windows * n_epochs_ref
 
 
@@ -321,7 +322,9 @@ class Trainer:
             time_up = tcfg.max_minutes is not None and time.monotonic() - started > (
                 60 * tcfg.max_minutes
             )
-            if any_rank(self.stop["signum"] is not None or time_up, self.ctx):
+            # Under DDP agreeing on stopping is a collective that syncs the GPU: do it every few steps.
+            agree_now = not self.ctx.enabled or self.step % DDP_STOP_CHECK_STEPS == 0
+            if agree_now and any_rank(self.stop["signum"] is not None or time_up, self.ctx):
                 stopped_by = self.stop["signum"]
                 break
         bar.close()

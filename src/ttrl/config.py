@@ -23,16 +23,17 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ttrl.data.registry import SOURCES as DATASET_SOURCES
+from ttrl.discretization.discretizer import KINDS as DISCRETIZER_KINDS
+
 # The planner section is typed by the planner's own settings class (one definition of its fields).
 from ttrl.planning.config import PlannerConfig
 
 # The repository's configs/ folder (ttrl is installed editable from its checkout).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
-# Values the code checks itself (OmegaConf has no Literal type); one place lists them.
+# Values the code checks itself (OmegaConf has no Literal type); the others come from their stages.
 DEVICES = ("auto", "cpu", "cuda")
-DATASET_SOURCES = ("auto", "ttrl", "official")
-DISCRETIZER_KINDS = ("quantile", "uniform")
 LOGGER_MODES = ("online", "offline", "disabled")
 
 

@@ -144,6 +144,9 @@ def test_a_typo_in_a_yaml_file_fails_against_the_schema(tmp_path):
         ("logger.mode=online2", "logger.mode='online2'"),
         ("trainer.batch_size=0", "trainer.batch_size=0"),
         ("data.val_fraction=1.0", "data.val_fraction=1.0"),
+        ("trainer.betas=[0.9]", "trainer.betas=[0.9]"),
+        ("trainer.decay_epochs=0.5", "trainer.decay_epochs=0.5"),
+        ("trainer.max_steps=-1", "trainer.max_steps=-1"),
         ("planner.objective=reward", "objective='reward'"),
     ],
 )

@@ -224,6 +224,30 @@ def validate_train_config(cfg: Any) -> None:
         "discretizer.n_bins": cfg.discretizer.n_bins,
     }
     problems += [f"{key}={value} must be > 0" for key, value in positive.items() if value <= 0]
+    not_negative = {
+        "trainer.weight_decay": trainer.weight_decay,
+        "trainer.grad_clip": trainer.grad_clip,
+        "trainer.warmup_epochs": trainer.warmup_epochs,
+        "trainer.val_batches": trainer.val_batches,
+        "trainer.max_steps": trainer.max_steps,
+        "trainer.max_minutes": trainer.max_minutes,
+    }
+    problems += [
+        f"{key}={value} must be >= 0"
+        for key, value in not_negative.items()
+        if value is not None and value < 0
+    ]
+    if trainer.epochs is not None and trainer.epochs <= 0:
+        problems.append(f"trainer.epochs={trainer.epochs} must be > 0 (or null for the paper's)")
+    if trainer.decay_epochs < trainer.warmup_epochs:
+        problems.append(
+            f"trainer.decay_epochs={trainer.decay_epochs} must be >= "
+            f"trainer.warmup_epochs={trainer.warmup_epochs} (both count from step 0)"
+        )
+    if not 0.0 <= trainer.min_lr_ratio <= 1.0:
+        problems.append(f"trainer.min_lr_ratio={trainer.min_lr_ratio} must be in [0, 1]")
+    if len(trainer.betas) != 2 or not all(0.0 <= b < 1.0 for b in trainer.betas):
+        problems.append(f"trainer.betas={list(trainer.betas)} must be two numbers in [0, 1)")
     if not 0.0 <= data.val_fraction < 1.0:
         problems.append(f"data.val_fraction={data.val_fraction} must be in [0, 1)")
     if cfg.model.n_embd % cfg.model.n_head:
@@ -235,7 +259,7 @@ def validate_train_config(cfg: Any) -> None:
     PlannerConfig(**OmegaConf.to_container(cfg.planner, resolve=True))  # raises its own TtrlError
 
 
-def compose_error_message(err: BaseException) -> str:
+def compose_error_message(err: BaseException, script: str = "scripts/train.py") -> str:
     """One line from a Hydra/OmegaConf composition error and its causes, plus how to check."""
     parts: list[str] = []
     while err is not None:
@@ -247,7 +271,7 @@ def compose_error_message(err: BaseException) -> str:
     message = ": ".join(parts) or "invalid config"
     return (
         f"{message}; check the key's spelling and type in configs/ "
-        "(`python scripts/train.py --cfg job` prints the composed config)"
+        f"(`python {script} --cfg job` prints the composed config)"
     )
 
 
@@ -264,5 +288,6 @@ def run_hydra_main(main: Callable[[], Any]) -> Any:
     try:
         return main()
     except (HydraException, OmegaConfBaseException) as err:
-        print(f"error: {compose_error_message(err)}", file=sys.stderr)
+        script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "scripts/train.py"
+        print(f"error: {compose_error_message(err, script)}", file=sys.stderr)
         sys.exit(2)

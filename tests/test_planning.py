@@ -147,8 +147,7 @@ class RewardIsFirstActionModel(torch.nn.Module):
     """Hand-made model: uniform actions; the reward token repeats the first action token, so the
     highest first action earns the highest reward; value and observation tokens are bin 0.
 
-    It follows the model contract (a key/value cache that continues positions); its "cache" holds
-    the tokens seen so far.
+    It follows the model's forward contract (only the uncached planner can use it).
     """
 
     def __init__(self, reward_logit: float = 10.0) -> None:
@@ -159,17 +158,11 @@ class RewardIsFirstActionModel(torch.nn.Module):
         self.reward_logit = reward_logit
         self.dummy = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
 
-    def forward(self, trajectories, past_key_values=None, use_cache=False):
-        seen = trajectories.double()[:, None, :, None]
-        if past_key_values is not None:
-            seen = torch.cat([past_key_values[0][0], seen], dim=2)
-        tokens = seen[:, 0, :, 0].long()
-        start = tokens.shape[1] - trajectories.shape[1]
-        logits = torch.stack(
-            [self.next_token_logits(tokens[:, : p + 1]) for p in range(start, tokens.shape[1])], 1
-        )
-        past = ((seen, seen),) if use_cache else None
-        return SimpleNamespace(logits=logits, past_key_values=past)
+    def forward(self, trajectories):
+        logits = [
+            self.next_token_logits(trajectories[:, : p + 1]) for p in range(trajectories.shape[1])
+        ]
+        return SimpleNamespace(logits=torch.stack(logits, 1))
 
     def next_token_logits(self, tokens):
         batch, length = tokens.shape
@@ -190,7 +183,7 @@ def test_planner_picks_the_action_with_the_highest_predicted_reward():
         np.random.default_rng(1).uniform(size=(1000, T)), n_bins=N, kind="uniform"
     )
     config = PlannerConfig(
-        horizon=2, beam_width=8, n_expand=16, context_transitions=0, cdf_act=None
+        horizon=2, beam_width=8, n_expand=16, context_transitions=0, cdf_act=None, use_cache=False
     )
     plan = BeamPlanner(RewardIsFirstActionModel(), discretizer, config).plan(
         torch.zeros(2, S, dtype=torch.long), generator=torch.Generator().manual_seed(0)
@@ -206,7 +199,12 @@ def test_return_score_is_the_discounted_expected_rewards_plus_value():
     )
     horizon, discount = 3, 0.9
     config = PlannerConfig(
-        horizon=horizon, beam_width=2, n_expand=2, context_transitions=0, discount=discount
+        horizon=horizon,
+        beam_width=2,
+        n_expand=2,
+        context_transitions=0,
+        discount=discount,
+        use_cache=False,
     )
     plan = BeamPlanner(RewardIsFirstActionModel(reward_logit=2.0), discretizer, config).plan(
         torch.zeros(1, S, dtype=torch.long), generator=torch.Generator().manual_seed(4)
@@ -275,6 +273,11 @@ def test_config_rejects_plan_longer_than_block_without_window(model, discretizer
         TtrlError, match=r"feed the model 48 tokens but its block_size is 41; lower horizon"
     ):
         BeamPlanner(model, discretizer, config)
+
+
+def test_cache_needs_a_ttrl_model(discretizer):
+    with pytest.raises(TtrlError, match="use_cache needs a ttrl TrajectoryTransformer"):
+        BeamPlanner(RewardIsFirstActionModel(), discretizer)
 
 
 def test_planner_rejects_prefix_that_is_not_whole_transitions(model, discretizer):

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from ttrl.errors import TtrlError
+from ttrl.model import TrajectoryTransformer
 from ttrl.planning.config import PlannerConfig
+from ttrl.planning.decoder import CachedDecoder
 from ttrl.planning.sampling import sample_tokens
 from ttrl.planning.window import ModelWindow
 
@@ -66,8 +68,15 @@ class BeamPlanner:
                 f"{model_config.vocab_size}; plan with the discretizer the model was trained with"
             )
         self.config.check_fits_model(model_config.block_size, self.transition_dim)
+        if self.config.use_cache and not isinstance(model, TrajectoryTransformer):
+            raise TtrlError(
+                f"use_cache needs a ttrl TrajectoryTransformer, got {type(model).__name__}; "
+                f"set planner.use_cache=false to plan with another model"
+            )
         window = self.config.window_transitions
         self.max_window = None if window is None else window * self.transition_dim - 1
+        self._decoder_key: tuple | None = None
+        self._cached_decoder: CachedDecoder | None = None
 
     def plan(self, prefix: Tensor, generator: torch.Generator | None = None) -> Plan:
         """Plan for ``prefix [N_env, L]`` (context transitions then the current observation's tokens).
@@ -113,7 +122,8 @@ class BeamPlanner:
         n_env, prefix_length = prefix.shape
         device = prefix.device
         beams = _Beams(prefix, H * T - S)
-        window = ModelWindow(self.model, prefix, T, self.max_window, cfg.use_cache)
+        decoder = self._decoder(n_env) if cfg.use_cache else None
+        window = ModelWindow(self.model, prefix, T, self.max_window, decoder)
         likelihood = cfg.objective == "likelihood"
 
         def sample(logits: Tensor, top_k: int | None, cdf: float | None) -> Tensor:
@@ -152,6 +162,19 @@ class BeamPlanner:
                     sample(logits, cfg.k_obs, cfg.cdf_obs)
                 logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
         return self._best_plans(beams, prefix_length - S)
+
+    def _decoder(self, n_env: int) -> CachedDecoder:
+        """A decoder big enough for ``n_env`` environments, reused across calls (its buffers are large)."""
+        cfg = self.config
+        rows = n_env * cfg.beam_width * cfg.n_expand
+        window = self.max_window or self.model.config.block_size
+        parameter = next(self.model.parameters())
+        key = (n_env, rows, window, parameter.dtype, parameter.device)
+        if self._decoder_key != key:
+            self._cached_decoder = CachedDecoder(self.model, n_env, rows, window)
+            self._decoder_key = key
+        self._cached_decoder.refresh_weights()
+        return self._cached_decoder
 
     def _expected(self, probs: Tensor, dim: int) -> Tensor:
         """Expected midpoint of transition dimension ``dim`` (stop-token mass dropped)."""

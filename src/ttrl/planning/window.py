@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
-PastKeyValues = tuple[tuple[Tensor, ...], ...]
+from ttrl.planning.decoder import CachedDecoder
 
 
 def crop_start(length: int, max_window: int | None, transition_dim: int) -> int:
@@ -23,17 +23,14 @@ def crop_start(length: int, max_window: int | None, transition_dim: int) -> int:
     return -(-excess // transition_dim) * transition_dim  # round up to whole transitions
 
 
-def select_rows(past: PastKeyValues, rows: Tensor) -> PastKeyValues:
-    """The cache of the given batch rows (repeats and reorders beams)."""
-    return tuple(tuple(t.index_select(0, rows) for t in layer) for layer in past)
-
-
 class ModelWindow:
     """Next-token logits of every beam, as the model gives them on the cropped window.
 
     ``prefix [N_env, L0]`` is the part shared by all beams of an environment; ``row_env`` maps each
-    beam row to its environment. With ``use_cache`` the keys/values of the window are kept and only
-    new tokens are fed; a rebuild runs the shared prefix part once per environment and expands it.
+    beam row to its environment. With a ``decoder`` the window's keys/values are kept and each new
+    token is one incremental step; a rebuild runs the shared prefix part once per environment,
+    expands it to the beams and runs the beams' own tokens on top. Without one, the whole window is
+    run for every token (the released algorithm).
     """
 
     def __init__(
@@ -42,45 +39,42 @@ class ModelWindow:
         prefix: Tensor,
         transition_dim: int,
         max_window: int | None,
-        use_cache: bool,
+        decoder: CachedDecoder | None,
     ) -> None:
         self.model = model
         self.prefix = prefix
         self.transition_dim = transition_dim
         self.max_window = max_window
-        self.use_cache = use_cache
-        self.past: PastKeyValues | None = None
-        self.start = 0  # first sequence index held in the cache
-        self.end = 0  # one past the last sequence index held in the cache
+        self.decoder = decoder
+        self.start: int | None = None  # sequence index of the window start held by the decoder
+        self.end = 0  # one past the last sequence index fed to the decoder
 
     def next_logits(self, sequences: Tensor, length: int, row_env: Tensor) -> Tensor:
         """Logits ``[rows, V]`` for the token after ``sequences[:, :length]``."""
         start = crop_start(length, self.max_window, self.transition_dim)
-        if not self.use_cache:
+        if self.decoder is None:
             return self.model(sequences[:, start:length]).logits[:, -1]
-        if self.past is None or start != self.start:
+        if start != self.start:
             return self._rebuild(sequences, start, length, row_env)
-        out = self.model(sequences[:, self.end : length], past_key_values=self.past, use_cache=True)
-        self.past, self.end = out.past_key_values, length
-        return out.logits[:, -1]
+        logits = self.decoder.feed(sequences[:, self.end : length])
+        self.end = length
+        return logits
 
     def select(self, rows: Tensor) -> None:
         """Follow a repeat or reordering of the beam rows."""
-        if self.past is not None:
-            self.past = select_rows(self.past, rows)
+        if self.decoder is not None and self.start is not None:
+            self.decoder.select_rows(rows)
 
     def _rebuild(self, sequences: Tensor, start: int, length: int, row_env: Tensor) -> Tensor:
+        """Run the new window: its prefix part once per environment, then the beams' own tokens."""
+        decoder = self.decoder
+        decoder.reset()
+        self.start, self.end = start, length
         shared_end = min(self.prefix.shape[1], length)
-        past = None
         if start < shared_end:
-            # The prefix part of the window is the same for every beam of an environment.
-            out = self.model(self.prefix[:, start:shared_end], use_cache=True)
-            past = select_rows(out.past_key_values, row_env)
-            logits = out.logits[:, -1].index_select(0, row_env)
-        if shared_end < length:
-            out = self.model(
-                sequences[:, max(start, shared_end) : length], past_key_values=past, use_cache=True
-            )
-            past, logits = out.past_key_values, out.logits[:, -1]
-        self.past, self.start, self.end = past, start, length
-        return logits
+            logits = decoder.feed(self.prefix[:, start:shared_end])
+            decoder.share()
+            if shared_end == length:
+                decoder.rows = row_env.shape[0]
+                return logits.index_select(0, row_env)
+        return decoder.feed(sequences[:, max(start, shared_end) : length])

@@ -1,0 +1,105 @@
+"""Planner speed: milliseconds per decision of the cached planner and of the uncached algorithm.
+
+A randomly initialised model with the environment's sizes (the paper's 4 layers, 4 heads, d=128,
+10-transition block) and a discretiser fit on random data stand in for a trained one: the cost of a
+decision depends only on the sizes and the planner settings, not on the weights.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ttrl.errors import TtrlError
+from ttrl.planning.beam import BeamPlanner
+from ttrl.planning.config import PlannerConfig
+from ttrl.planning.context import PlanningContext
+
+
+def build_random_planner_inputs(
+    env: str, context: int, seed: int = 0, training_transitions: int = 10
+) -> tuple[Any, Any, torch.Tensor]:
+    """A random model, a discretiser fit on random data and a prefix with ``context`` transitions."""
+    from ttrl.data.registry import ENVS
+    from ttrl.discretization import Discretizer
+    from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
+
+    if env not in ENVS:
+        raise TtrlError(
+            f"unknown env {env!r} for the planning benchmark; use one of {', '.join(ENVS)}"
+        )
+    info = ENVS[env]
+    S, A = info.observation_dim, info.action_dim
+    T = S + A + 2
+    torch.manual_seed(seed)
+    config = TrajectoryTransformerConfig(
+        observation_dim=S, action_dim=A, transition_dim=T, block_size=training_transitions * T - 1
+    )
+    model = TrajectoryTransformer(config).eval()
+    rng = np.random.default_rng(seed)
+    discretizer = Discretizer.fit(rng.normal(size=(10_000, T)), n_bins=config.vocab_size)
+    planning_context = PlanningContext(discretizer, S, A, n_envs=1, context_transitions=context)
+    planning_context.reset(rng.normal(size=(1, S)))
+    for _ in range(context):
+        planning_context.append(
+            [0], rng.normal(size=(1, A)), rng.normal(size=1), rng.normal(size=(1, S))
+        )
+    return model, discretizer, planning_context.prefix()
+
+
+def time_decisions(planner: BeamPlanner, prefix: torch.Tensor, decisions: int, seed: int) -> float:
+    """Mean milliseconds per ``plan`` call over ``decisions`` calls."""
+    start = time.perf_counter()
+    for i in range(decisions):
+        planner.plan(prefix, generator=torch.Generator().manual_seed(seed + i))
+    return (time.perf_counter() - start) / decisions * 1000.0
+
+
+def benchmark_planner(
+    env: str = "halfcheetah",
+    horizon: int = 5,
+    beam_width: int = 32,
+    n_expand: int = 2,
+    context: int = 5,
+    decisions: int = 3,
+    uncached_decisions: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time the cached and the uncached planner on the same inputs; check they plan the same.
+
+    The first plan of each (the comparison) is an untimed warm-up.
+    """
+    model, discretizer, prefix = build_random_planner_inputs(env, context, seed)
+    settings = dict(
+        horizon=horizon, beam_width=beam_width, n_expand=n_expand, context_transitions=context
+    )
+    cached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=True))
+    uncached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=False))
+    same_plan = torch.equal(
+        cached.plan(prefix, generator=torch.Generator().manual_seed(seed)).tokens,
+        uncached.plan(prefix, generator=torch.Generator().manual_seed(seed)).tokens,
+    )
+    cached_ms = time_decisions(cached, prefix, decisions, seed)
+    uncached_ms = (
+        time_decisions(uncached, prefix, uncached_decisions, seed) if uncached_decisions else None
+    )
+    return {
+        "benchmark": "plan",
+        "env": env,
+        "horizon": horizon,
+        "beam_width": beam_width,
+        "n_expand": n_expand,
+        "context": context,
+        "window": cached.config.window_transitions,
+        "decisions": decisions,
+        "uncached_decisions": uncached_decisions,
+        "cached_ms_per_decision": round(cached_ms, 1),
+        "uncached_ms_per_decision": None if uncached_ms is None else round(uncached_ms, 1),
+        "speedup": None if uncached_ms is None else round(uncached_ms / cached_ms, 1),
+        "same_plan_cached_vs_uncached": same_plan,
+        "torch_threads": torch.get_num_threads(),
+        "device": "cpu",
+    }

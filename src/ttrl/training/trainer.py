@@ -8,6 +8,7 @@ the same as an uninterrupted run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -315,6 +316,7 @@ class Trainer:
                 )
             if self.step % tcfg.eval_interval == 0 or self.step == self.total_steps:
                 metrics.update(self.validate())
+                self.report(metrics)
             if self.step % tcfg.save_interval == 0:
                 self.save("last")
             if self.on_step is not None:
@@ -361,6 +363,13 @@ class Trainer:
             "run_dir": str(self.run_dir),
         }
 
+    def report(self, metrics: dict[str, Any]) -> None:
+        """One log line with the latest losses and throughput (rank 0), for logs without a bar."""
+        if self.ctx.is_main:
+            keys = ("train/loss", "val/loss", "train/lr", "perf/tokens_per_s")
+            shown = ", ".join(f"{k} {metrics[k]:.4g}" for k in keys if k in metrics)
+            log.info("step %d/%d: %s", self.step, self.total_steps, shown)
+
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on a fresh batch; returns loss, grad norm, LR and tokens, unsynced."""
         tcfg = self.cfg.trainer
@@ -389,7 +398,7 @@ class Trainer:
             return {}
         n_batches = self.cfg.trainer.val_batches
         batches = self.val_set.iter_windows(self.cfg.trainer.batch_size)
-        limited = (b for i, b in enumerate(batches) if not n_batches or i < n_batches)
+        limited = itertools.islice(batches, n_batches or None)
         metrics = evaluate(
             self.model,
             limited,

@@ -81,9 +81,3 @@ def gather_to_all(obj: Any, ctx: DistributedContext) -> list[Any]:
     objects: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(objects, obj)
     return objects
-
-
-def barrier(ctx: DistributedContext) -> None:
-    """Wait for every rank (a no-op for one process)."""
-    if ctx.enabled:
-        dist.barrier()

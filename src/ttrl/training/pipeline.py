@@ -25,10 +25,6 @@ class TrainingData:
         np.ndarray | None
     )  # per transition dim; None when the discretiser is reused
 
-    @property
-    def transition_dim(self) -> int:
-        return self.observation_dim + self.action_dim + 2
-
 
 def load_trajectories(cfg: Any) -> Any:
     """Resolve ``cfg.env.name``, load it and preprocess it into ``Trajectories`` (values, penalty)."""

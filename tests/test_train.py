@@ -268,3 +268,17 @@ def test_offline_wandb_run_resumes_the_same_run(tiny_dataset, tmp_path, monkeypa
     assert load_bundle(tmp_path)["trainer"]["wandb_run_id"] == run_id
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(run_id) for r in runs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_with_bf16_and_fused_adamw_resumes_and_saves_cpu_weights(tiny_dataset, tmp_path):
+    cfg = tiny_cfg(tiny_dataset, "device=cuda", "trainer.max_steps=6")
+    first = train(tiny_cfg(tiny_dataset, "device=cuda", "trainer.max_steps=3"), tmp_path)
+    assert first["step"] == 3
+    metrics = train(cfg, tmp_path)  # resumes on the GPU from a CPU-stored bundle
+    assert metrics["step"] == 6 and np.isfinite(metrics["val/loss"])
+    bundle = load_bundle(tmp_path)
+    assert all(v.device.type == "cpu" for v in bundle["model"].values())
+    model = TrajectoryTransformer.from_pretrained(tmp_path)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -89,8 +90,6 @@ def stop_signals() -> Iterator[dict[str, int | None]]:
         state["signum"] = signum
 
     # Handlers can only be installed from the main thread; elsewhere keep the defaults.
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield state
         return

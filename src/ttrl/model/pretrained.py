@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -46,13 +46,13 @@ SAFETENSORS_DTYPES = {
 
 
 def load_config_and_weights(
-    path: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
+    path: str | os.PathLike, which: str = "last"
 ) -> tuple[TrajectoryTransformerConfig, dict[str, Tensor]]:
     """Config and state dict from a bundle file, a run dir, a ``model.pt`` dir or a HuggingFace dir."""
     path = Path(path)
     if path.is_dir() and (path / HF_CONFIG_FILE).is_file():
-        return load_hf_directory(path, map_location)
-    bundle = load_bundle(path, which=which, map_location=map_location)
+        return load_hf_directory(path)
+    bundle = load_bundle(path, which=which, map_location="cpu")
     if not isinstance(bundle.get("model_config"), dict) or not isinstance(
         bundle.get("model"), dict
     ):
@@ -64,7 +64,7 @@ def load_config_and_weights(
 
 
 def load_hf_directory(
-    directory: Path, map_location: Any = "cpu"
+    directory: Path,
 ) -> tuple[TrajectoryTransformerConfig, dict[str, Tensor]]:
     """Config and state dict from a directory written by transformers' save_pretrained."""
     try:
@@ -88,9 +88,9 @@ def load_hf_directory(
     if weights_file.suffix == ".safetensors":
         state_dict = read_safetensors(weights_file)
     else:
-        state_dict = torch.load(weights_file, map_location=map_location, weights_only=True)
+        state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith(HF_MASK_SUFFIX)}
-    return config, {k: v.to(map_location) for k, v in state_dict.items()}
+    return config, state_dict
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -96,8 +96,9 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.resid_pdrop)
         self.attn_pdrop = config.attn_pdrop
         self.n_head = config.n_head
-        # With attention dropout CPU attention runs unfused and samples a mask over every (query, key);
+        # With attention dropout, CPU attention runs unfused and samples a mask over every (query, key);
         # query chunks skip the keys a chunk cannot see (half the matrix) and their random numbers.
+        # CUDA kernels fuse dropout, so there one call is faster.
         self.query_chunk = 2 * config.transition_dim
 
     def forward(
@@ -113,7 +114,7 @@ class CausalSelfAttention(nn.Module):
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
         dropout_p = self.attn_pdrop if self.training else 0.0
-        if dropout_p > 0.0 and length > self.query_chunk:
+        if dropout_p > 0.0 and length > self.query_chunk and x.device.type == "cpu":
             y = chunked_attention(query, key, value, allowed, dropout_p, self.query_chunk)
         else:
             y = F.scaled_dot_product_attention(
@@ -324,20 +325,19 @@ class TrajectoryTransformer(nn.Module):
         return per_token.mean()
 
     @classmethod
-    def from_pretrained(
-        cls, path: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
-    ) -> TrajectoryTransformer:
+    def from_pretrained(cls, path: str | os.PathLike, which: str = "last") -> TrajectoryTransformer:
         """Load a model from a ttrl bundle file, a run dir, a dir with ``model.pt``, or a HuggingFace dir.
 
         ``which`` picks ``checkpoints/{which}.pt`` in a run dir. HuggingFace dirs (``config.json`` +
         ``pytorch_model.bin`` or ``model.safetensors``) are read without importing transformers.
+        The model is returned on the CPU in eval mode (as transformers does); call ``.train()`` to train.
         """
         from ttrl.model.pretrained import load_config_and_weights, load_weights
 
-        config, state_dict = load_config_and_weights(path, which=which, map_location=map_location)
+        config, state_dict = load_config_and_weights(path, which=which)
         model = cls(config)
         load_weights(model, state_dict)
-        return model
+        return model.eval()
 
     def save_pretrained(self, directory: str | os.PathLike, hf_format: bool = False) -> Path:
         """Save to ``directory/model.pt`` (a ttrl bundle) or, with ``hf_format``, in HuggingFace's layout."""

@@ -46,7 +46,7 @@ class CachedDecoder:
         self.n_env = n_env
         parameter = next(model.parameters())
         options = dict(dtype=parameter.dtype, device=parameter.device)
-        self.layers = [_LayerWeights(block) for block in model.blocks]
+        self.layers = [_LayerWeights(block, self.scale) for block in model.blocks]
         n_layer = len(self.layers)
         own_shape = (2, n_layer, 2, max_rows, self.n_head, max_window, self.head_dim)
         # own[buffer, layer, key/value]: per-beam slots; rows live in own[self.current]
@@ -60,7 +60,7 @@ class CachedDecoder:
 
     def refresh_weights(self) -> None:
         """Re-read the model's weights (they may have changed since the last plan)."""
-        self.layers = [_LayerWeights(block) for block in self.model.blocks]
+        self.layers = [_LayerWeights(block, self.scale) for block in self.model.blocks]
 
     def reset(self) -> None:
         """Forget everything: the next token fed is at window position 0."""
@@ -127,10 +127,12 @@ class CachedDecoder:
         qkv = qkv.view(rows, length, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)  # [rows, heads, length, head_dim]
         own_keys, own_values = self.own[self.current, layer, 0], self.own[self.current, layer, 1]
-        if last > first:
+        if last - first == length:  # no value token among the new ones
+            own_keys[:rows, :, first:last] = key
+            own_values[:rows, :, first:last] = value
+        elif last > first:
             own_keys[:rows, :, first:last] = key.index_select(2, stored)
             own_values[:rows, :, first:last] = value.index_select(2, stored)
-        query = query * self.scale
         scores = torch.matmul(query, own_keys[:rows, :, :last].transpose(-1, -2))
         shared = self.shared_slots
         if shared:
@@ -165,12 +167,15 @@ class CachedDecoder:
 
 
 class _LayerWeights:
-    """A block of the model plus its query/key/value weights fused into one matmul."""
+    """A block of the model plus its query/key/value weights fused into one matmul, the attention
+    scale ``1/sqrt(head_dim)`` folded into the query part."""
 
-    def __init__(self, block: Any) -> None:
+    def __init__(self, block: Any, scale: float) -> None:
         attention = block.attn
         self.block = block
         self.qkv_weight = torch.cat(
-            (attention.query.weight, attention.key.weight, attention.value.weight)
+            (attention.query.weight * scale, attention.key.weight, attention.value.weight)
         )
-        self.qkv_bias = torch.cat((attention.query.bias, attention.key.bias, attention.value.bias))
+        self.qkv_bias = torch.cat(
+            (attention.query.bias * scale, attention.key.bias, attention.value.bias)
+        )

@@ -8,8 +8,10 @@ has to be rebuilt from the new window; between moves each new token costs one in
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ttrl.planning.decoder import CachedDecoder
@@ -77,4 +79,44 @@ class ModelWindow:
             if shared_end == length:
                 decoder.rows = row_env.shape[0]
                 return logits.index_select(0, row_env)
-        return decoder.feed(sequences[:, max(start, shared_end) : length])
+        return self._feed_plans(sequences, max(start, shared_end), length, row_env)
+
+    def _feed_plans(self, sequences: Tensor, begin: int, end: int, row_env: Tensor) -> Tensor:
+        """Feed the beams' tokens ``[begin, end)`` one transition at a time, each distinct history
+        once: beams descending from the same earlier plan share its keys/values."""
+        T = self.transition_dim
+        cuts = [begin, *range((begin // T + 1) * T, end, T), end]
+        group = row_env  # each beam's history so far: only its environment's prefix
+        for chunk_start, chunk_end in itertools.pairwise(cuts):
+            history = sequences[:, begin:chunk_end]
+            new_group, representative = distinct_histories(history, row_env, self.prefix.shape[0])
+            self.decoder.select_rows(group.index_select(0, representative))
+            logits = self.decoder.feed(
+                sequences.index_select(0, representative)[:, chunk_start:chunk_end]
+            )
+            group = new_group
+        self.decoder.select_rows(group)
+        return logits.index_select(0, group)
+
+
+def distinct_histories(history: Tensor, row_env: Tensor, n_env: int) -> tuple[Tensor, Tensor]:
+    """Group identical rows of ``history [rows, L]`` within each environment.
+
+    Returns ``group [rows]`` and ``representative [n_env * G]``: groups are laid out environment-major
+    with ``G`` slots per environment (the most any environment needs; spare slots repeat a row of their
+    environment), ``representative`` names one beam row of each slot and ``group`` each row's slot.
+    """
+    keyed = torch.cat((row_env[:, None], history), dim=1)
+    distinct, inverse = torch.unique(keyed, dim=0, return_inverse=True)  # sorted: env-major
+    env_of_distinct = distinct[:, 0]
+    counts = torch.bincount(env_of_distinct, minlength=n_env)
+    slots_per_env = int(counts.max())
+    first_of_env = torch.cumsum(counts, 0) - counts
+    local = torch.arange(distinct.shape[0], device=history.device) - first_of_env[env_of_distinct]
+    slot_of_distinct = env_of_distinct * slots_per_env + local
+    group = slot_of_distinct.index_select(0, inverse)
+    rows_per_env = history.shape[0] // n_env
+    representative = torch.arange(n_env, device=history.device).repeat_interleave(slots_per_env)
+    representative = representative * rows_per_env  # spare slots: the environment's first row
+    representative.scatter_(0, group, torch.arange(history.shape[0], device=history.device))
+    return group, representative

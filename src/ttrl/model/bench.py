@@ -125,17 +125,21 @@ def benchmark_training(
     bf16: bool = False,
     compare_hf: bool = True,
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Tokens/s, ms/step and peak memory of training steps on one full block per sequence.
 
     With ``compare_hf`` and transformers importable, the transformers port (always eager) is timed on
-    the same weights and batch and ``ttrl_over_hf`` is the ratio of tokens/s.
+    the same weights and batch and ``ttrl_over_hf`` is the ratio of tokens/s. ``threads`` sets torch's
+    CPU threads (default: torch's choice).
     """
     if steps < 1 or warmup < 1 or batch_size < 1:
         raise TtrlError("--steps, --warmup and --batch-size must be at least 1")
     target = torch.device(device)
     if target.type == "cuda" and not torch.cuda.is_available():
         raise TtrlError("--device cuda but CUDA is not available; use --device cpu")
+    if threads is not None:
+        torch.set_num_threads(threads)
     config = config_for_env(env)
     torch.manual_seed(seed)
     ours = TrajectoryTransformer(config).to(target).train()

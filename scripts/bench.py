@@ -20,6 +20,7 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--bf16", action="store_true", help="bf16 autocast (both models)")
     train.add_argument("--no-hf", action="store_true", help="skip timing the transformers port")
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     train.set_defaults(run=run_train)
 
 
@@ -36,6 +37,7 @@ def run_train(args: argparse.Namespace) -> dict:
         bf16=args.bf16,
         compare_hf=not args.no_hf,
         seed=args.seed,
+        threads=args.threads,
     )
 
 
@@ -52,6 +54,7 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
         "--uncached-decisions", type=int, default=1, help="timed uncached decisions (0: skip)"
     )
     plan.add_argument("--seed", type=int, default=0)
+    plan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     plan.set_defaults(run=run_plan)
 
 
@@ -67,6 +70,7 @@ def run_plan(args: argparse.Namespace) -> dict:
         decisions=args.decisions,
         uncached_decisions=args.uncached_decisions,
         seed=args.seed,
+        threads=args.threads,
     )
 
 

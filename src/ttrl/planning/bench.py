@@ -7,7 +7,10 @@ decision depends only on the sizes and the planner settings, not on the weights.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -67,11 +70,41 @@ def benchmark_planner(
     decisions: int = 3,
     uncached_decisions: int = 1,
     seed: int = 0,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Time the cached and the uncached planner on the same inputs; check they plan the same.
 
-    The first plan of each (the comparison) is an untimed warm-up.
+    The first plan of each (the comparison) is an untimed warm-up. ``threads`` sets torch's thread
+    count (None: torch's default). The machine's load average is reported with the timings, since
+    other processes on a small machine slow every number down.
     """
+    with torch_threads(threads):
+        return _time_both(
+            env, horizon, beam_width, n_expand, context, decisions, uncached_decisions, seed
+        )
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run with ``threads`` torch threads (None: leave as is), restoring the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _time_both(
+    env: str,
+    horizon: int,
+    beam_width: int,
+    n_expand: int,
+    context: int,
+    decisions: int,
+    uncached_decisions: int,
+    seed: int,
+) -> dict[str, Any]:
     model, discretizer, prefix = build_random_planner_inputs(env, context, seed)
     settings = dict(
         horizon=horizon, beam_width=beam_width, n_expand=n_expand, context_transitions=context
@@ -101,5 +134,7 @@ def benchmark_planner(
         "speedup": None if uncached_ms is None else round(uncached_ms / cached_ms, 1),
         "same_plan_cached_vs_uncached": same_plan,
         "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
         "device": "cpu",
     }

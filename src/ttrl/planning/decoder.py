@@ -54,7 +54,6 @@ class CachedDecoder:
         self.shared = torch.empty(
             (n_layer, 2, n_env, self.n_head, max_window, self.head_dim), **options
         )
-        self.own_positions = torch.empty(max_window, dtype=torch.long, device=parameter.device)
         self.current = 0
         self.reset()
 
@@ -90,25 +89,32 @@ class CachedDecoder:
     def feed(self, tokens: Tensor) -> Tensor:
         """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last."""
         rows, length = tokens.shape
-        positions = torch.arange(self.length, self.length + length, device=tokens.device)
-        dims = positions % self.transition_dim
-        ids = torch.where(
-            tokens == self.n_bins, self.n_bins * self.transition_dim, tokens + dims * self.n_bins
-        )
+        T, device = self.transition_dim, tokens.device
+        first_position = self.length
+        positions = torch.arange(first_position, first_position + length, device=device)
+        dims = positions % T
+        ids = torch.where(tokens == self.n_bins, self.n_bins * T, tokens + dims * self.n_bins)
         x = F.embedding(ids, self.model.tok_emb.weight) + self.model.pos_emb[0, positions]
-        stored = (dims != self.transition_dim - 1).nonzero().squeeze(-1)
-        new_slots = stored.shape[0]
-        first, last = self.own_slots, self.own_slots + new_slots
-        self.own_positions[first:last] = positions[stored]
+        # Which new tokens get a key slot is known on the host: no device sync per token.
+        offsets = [i for i in range(length) if (first_position + i) % T != T - 1]
+        stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
+        first, last = self.own_slots, self.own_slots + len(offsets)
         visible = None
-        if length > 1:  # causality inside the chunk: slot j is seen by queries at or after it
-            visible = self.own_positions[:last][None, :] <= positions[:, None]
+        if length > 1:  # causality inside the chunk: new slot j is seen by queries at or after it
+            new_slots = positions if stored is None else positions.index_select(0, stored)
+            visible = torch.cat(
+                (
+                    torch.ones(length, first, dtype=torch.bool, device=device),
+                    new_slots[None, :] <= positions[:, None],
+                ),
+                dim=1,
+            )
         self.rows = rows
         for layer, weights in enumerate(self.layers):
             x = self._layer(x, layer, weights, stored, first, last, visible)
         self.length += length
         self.own_slots = last
-        last_dim = int(self.length - 1) % self.transition_dim
+        last_dim = (self.length - 1) % T
         return F.linear(self.model.ln_f(x[:, -1]), self.model.head.weight[last_dim])
 
     def _layer(
@@ -116,7 +122,7 @@ class CachedDecoder:
         x: Tensor,
         layer: int,
         weights: _LayerWeights,
-        stored: Tensor,
+        stored: Tensor | None,
         first: int,
         last: int,
         visible: Tensor | None,
@@ -127,7 +133,7 @@ class CachedDecoder:
         qkv = qkv.view(rows, length, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)  # [rows, heads, length, head_dim]
         own_keys, own_values = self.own[self.current, layer, 0], self.own[self.current, layer, 1]
-        if last - first == length:  # no value token among the new ones
+        if stored is None:  # no value token among the new ones
             own_keys[:rows, :, first:last] = key
             own_values[:rows, :, first:last] = value
         elif last > first:

@@ -330,3 +330,50 @@ def test_context_drops_finished_environments(discretizer):
     context.append([0], np.zeros((1, A)), np.zeros(1), np.ones((1, S)))
     with pytest.raises(TtrlError, match="different numbers of context transitions"):
         context.prefix([0, 2])
+
+
+@pytest.mark.parametrize("n_env", [1, 2])
+def test_paper_sized_hopper_model_plans_like_reference(n_env):
+    """Hopper's sizes with the paper's 4 layers, 4 heads, d=128 and 5-transition window, float64."""
+    torch.manual_seed(1)
+    S_h, A_h = 11, 3
+    T_h = S_h + A_h + 2
+    config = TrajectoryTransformerConfig(
+        observation_dim=S_h, action_dim=A_h, transition_dim=T_h, block_size=10 * T_h - 1
+    )
+    hopper = TrajectoryTransformer(config).double().eval()
+    with torch.no_grad():
+        hopper.head.weight.mul_(8.0)
+    bins = Discretizer.fit(np.random.default_rng(1).normal(size=(2000, T_h)), n_bins=100)
+    prefix = torch.randint(
+        0, 100, (n_env, 5 * T_h + S_h), generator=torch.Generator().manual_seed(2)
+    )
+    settings = dict(horizon=3, beam_width=6, n_expand=2, context_transitions=5)
+    if n_env > 1:  # greedy: one batch of environments draws nothing the single runs would not
+        settings.update(k_act=1, cdf_act=None)
+    planner_settings = PlannerConfig(**settings)
+    plan = BeamPlanner(hopper, bins, planner_settings).plan(
+        prefix, generator=torch.Generator().manual_seed(5)
+    )
+    for env in range(n_env):
+        reference = reference_beam_plan(
+            hopper, bins, prefix[env], planner_settings, generator=torch.Generator().manual_seed(5)
+        )
+        assert torch.equal(plan.tokens[env], reference["tokens"])
+        torch.testing.assert_close(plan.scores[env], reference["score"], rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cached_planner_on_cuda_equals_uncached(model, discretizer):
+    cuda_model = TrajectoryTransformer(model.config).double().cuda().eval()
+    cuda_model.load_state_dict(model.state_dict())
+    prefix = random_prefix(2, context=2, seed=3).cuda()
+    plans = [
+        BeamPlanner(
+            cuda_model, discretizer, planner_config(window_transitions=2, use_cache=cache)
+        ).plan(prefix, generator=torch.Generator(device="cuda").manual_seed(0))
+        for cache in (True, False)
+    ]
+    assert plans[0].tokens.is_cuda and plans[0].actions.is_cuda
+    assert torch.equal(plans[0].tokens, plans[1].tokens)

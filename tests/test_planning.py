@@ -284,6 +284,8 @@ def test_planner_rejects_prefix_that_is_not_whole_transitions(model, discretizer
     planner = BeamPlanner(model, discretizer, planner_config())
     with pytest.raises(TtrlError, match="not whole transitions"):
         planner.plan(torch.zeros(1, T, dtype=torch.long))
+    with pytest.raises(TtrlError, match=r"prefix tokens must lie in \[0, 10\]"):
+        planner.plan(torch.full((1, S), N + 1, dtype=torch.long))
 
 
 def test_context_keeps_the_last_transitions_with_a_value_placeholder(discretizer):

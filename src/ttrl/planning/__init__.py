@@ -1,4 +1,22 @@
-"""Planning stage: exact, cached, batched beam search over a trained Trajectory Transformer."""
+"""Planning stage: exact, cached, batched beam search over a trained Trajectory Transformer.
+
+Example::
+
+    from ttrl.planning import BeamPlanner, PlannerConfig, PlanningContext
+
+    planner = BeamPlanner(model, discretizer, PlannerConfig(horizon=5, beam_width=32))
+    context = PlanningContext(discretizer, observation_dim, action_dim, n_envs=len(envs))
+    context.reset(observations)                              # [n_envs, S]
+    plan = planner.plan(context.prefix(), generator=torch.Generator().manual_seed(0))
+    actions = plan.first_actions                             # [n_envs, A], bin midpoints
+    # ... step the envs, then
+    context.append(context.active, actions, rewards, next_observations, done=dones)
+
+``BeamPlanner`` reproduces the released beam search exactly (same plans from the same random
+generator state as re-running the cropped window for every token) while feeding each sampled token
+to the model once, with the context computed once per environment; ``use_cache=False`` runs the
+released algorithm itself. ``python scripts/bench.py plan`` measures both.
+"""
 
 from ttrl.planning.beam import BeamPlanner, Plan
 from ttrl.planning.config import PlannerConfig

@@ -106,6 +106,12 @@ class BeamPlanner:
                 f"prefix length {length} is not whole transitions (T={T}) plus one observation "
                 f"(S={S}); build it with PlanningContext.prefix()"
             )
+        n_bins = self.model.config.vocab_size
+        if bool(((prefix < 0) | (prefix > n_bins)).any()):
+            raise TtrlError(
+                f"prefix tokens must lie in [0, {n_bins}] (id {n_bins} is the stop token); "
+                f"encode observations with the model's discretizer"
+            )
         if self.max_window is None:
             fed = length + self.config.horizon * T - S - 1
             block_size = self.model.config.block_size

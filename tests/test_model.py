@@ -341,6 +341,21 @@ def test_missing_checkpoint_is_a_user_error(tmp_path):
 # --- accelerators ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
+def test_compiled_model_matches_eager_for_full_cached_and_training_calls():
+    model = tiny_model()
+    compiled = torch.compile(model)
+    tokens = random_tokens(2, 34, 10)
+    full = model(tokens).logits
+    torch.testing.assert_close(compiled(tokens).logits, full, atol=1e-5, rtol=1e-5)
+    stepped, _ = decode_in_chunks(compiled, tokens, [30, 1, 1, 1, 1])
+    torch.testing.assert_close(stepped, full, atol=1e-5, rtol=1e-5)
+    model.train()
+    loss = compiled(tokens, targets=tokens).loss
+    loss.backward()
+    assert torch.isfinite(loss) and model.head.weight.grad is not None
+
+
 @pytest.mark.gpu
 def test_cuda_cached_decoding_bf16_and_compile():
     if not torch.cuda.is_available():

@@ -99,7 +99,7 @@ class CausalSelfAttention(nn.Module):
         # With attention dropout, CPU attention runs unfused and samples a mask over every (query, key);
         # query chunks skip the keys a chunk cannot see (half the matrix) and their random numbers.
         # CUDA kernels fuse dropout, so there one call is faster.
-        self.query_chunk = 2 * config.transition_dim
+        self.query_chunk = 3 * config.transition_dim
 
     def forward(
         self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None

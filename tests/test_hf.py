@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -73,6 +75,16 @@ def test_ttrl_saved_model_loads_in_transformers_with_same_logits_and_loss(tmp_pa
     )
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     assert_same_outputs(ours, theirs.eval())
+
+
+def test_config_json_has_the_fields_transformers_writes(tmp_path):
+    hf_model().save_pretrained(tmp_path / "hf")
+    TrajectoryTransformer(TrajectoryTransformerConfig(**TINY)).save_pretrained(
+        tmp_path / "ttrl", hf_format=True
+    )
+    theirs = json.loads((tmp_path / "hf" / "config.json").read_text())
+    ours = json.loads((tmp_path / "ttrl" / "config.json").read_text())
+    assert ours == theirs
 
 
 def test_parameter_names_and_shapes_match():

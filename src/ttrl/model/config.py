@@ -108,12 +108,13 @@ class TrajectoryTransformerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in fields.items() if key in known})
 
-    def to_hf_dict(self) -> dict[str, Any]:
+    def to_hf_dict(self, torch_dtype: str = "float32") -> dict[str, Any]:
         """The config.json content that transformers' TrajectoryTransformerModel reads."""
         return {
             "architectures": ["TrajectoryTransformerModel"],
             "model_type": HF_MODEL_TYPE,
             **self.to_dict(),
             **HF_UNUSED_FIELDS,
+            "torch_dtype": torch_dtype,
             "transformers_version": "4.30.0",
         }

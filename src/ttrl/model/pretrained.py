@@ -183,6 +183,7 @@ def save_model(
     mask = model.allowed.detach().cpu().float()[None, None]
     for i in range(model.config.n_layer):
         weights[f"blocks.{i}{HF_MASK_SUFFIX}"] = mask.clone()
-    atomic_write_json(directory / HF_CONFIG_FILE, model.config.to_hf_dict())
+    dtype = str(model.head.weight.dtype).removeprefix("torch.")
+    atomic_write_json(directory / HF_CONFIG_FILE, model.config.to_hf_dict(torch_dtype=dtype))
     atomic_torch_save(weights, directory / "pytorch_model.bin")
     return directory

@@ -7,6 +7,7 @@ busy machine slows both alike.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -164,6 +165,7 @@ def benchmark_training(
         "compile": compile,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # other work on the machine skews timings
         "tokens_per_s": round(tokens_per_step / seconds["ttrl"], 1),
         "ms_per_step": round(seconds["ttrl"] * 1000, 2),
         "peak_memory_mb": round(peaks["ttrl"], 1),

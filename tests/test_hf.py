@@ -7,22 +7,13 @@ import json
 import pytest
 import torch
 
+from test_model import TINY  # the same tiny config as the model tests
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.model.pretrained import read_safetensors
 
 transformers = pytest.importorskip("transformers")
 
 # T = 7 tokens per transition; the HF loss only works for lengths k*T - 1.
-TINY = dict(
-    vocab_size=10,
-    observation_dim=3,
-    action_dim=2,
-    transition_dim=7,
-    block_size=34,
-    n_layer=2,
-    n_head=2,
-    n_embd=16,
-)
 LENGTH = 4 * 7 - 1
 
 

@@ -333,6 +333,13 @@ def test_mismatched_config_names_the_field(tmp_path):
         TrajectoryTransformer.from_pretrained(tmp_path / "hf")
 
 
+def test_unreadable_hf_weights_are_a_user_error(tmp_path):
+    tiny_model().save_pretrained(tmp_path, hf_format=True)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
+    with pytest.raises(TtrlError, match=r"pytorch_model\.bin"):
+        TrajectoryTransformer.from_pretrained(tmp_path)
+
+
 def test_missing_checkpoint_is_a_user_error(tmp_path):
     with pytest.raises(TtrlError):
         TrajectoryTransformer.from_pretrained(tmp_path / "nothing")

@@ -88,7 +88,12 @@ def load_hf_directory(
     if weights_file.suffix == ".safetensors":
         state_dict = read_safetensors(weights_file)
     else:
-        state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(weights_file, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated or not a weights file
+            raise TtrlError(
+                f"cannot read {weights_file} ({type(err).__name__}); re-save the model"
+            ) from err
     state_dict = {k: v for k, v in state_dict.items() if not k.endswith(HF_MASK_SUFFIX)}
     return config, state_dict
 
@@ -124,7 +129,7 @@ def strip_compiled_prefix(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
     return {k.removeprefix(COMPILED_PREFIX): v for k, v in state_dict.items()}
 
 
-def expected_shapes_explained(config: TrajectoryTransformerConfig, name: str) -> str:
+def expected_shapes_explained(name: str) -> str:
     """Which config fields set the shape of weight ``name`` (for error messages)."""
     if name == "tok_emb.weight":
         return "vocab_size * transition_dim + 1, n_embd"
@@ -151,7 +156,7 @@ def check_state_dict(model: TrajectoryTransformer, state_dict: dict[str, Tensor]
         if tuple(state_dict[name].shape) != tuple(tensor.shape):
             raise TtrlError(
                 f"weight {name} has shape {tuple(state_dict[name].shape)} but the config gives "
-                f"{tuple(tensor.shape)} ({expected_shapes_explained(model.config, name)}); "
+                f"{tuple(tensor.shape)} ({expected_shapes_explained(name)}); "
                 f"make the config's fields match the checkpoint"
             )
 

@@ -98,7 +98,8 @@ def test_run_dir_pins_hydra_run_dir():
         default = compose("train", overrides=["env=hopper-medium"], return_hydra_config=True)
         pinned = compose("train", overrides=["run_dir=/tmp/x"], return_hydra_config=True)
         assert default.hydra.run.dir.startswith("outputs/train/hopper-medium/")
-        assert default.hydra.sweep.dir.startswith("multirun/train/hopper-medium/")
+        # one sweep dir for a multirun over datasets (job subdirs: tests/test_sweep.py)
+        assert default.hydra.sweep.dir.startswith("multirun/train/20")
         assert pinned.hydra.run.dir == "/tmp/x"
         for name, slug in [
             ("mujoco/hopper/medium-v0", "mujoco-hopper-medium-v0"),

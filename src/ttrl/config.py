@@ -126,6 +126,21 @@ class LoggerConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """Planner evaluation of the final checkpoint (``last.pt``) once training has finished.
+
+    Results go to ``<run_dir>/plan/<name>/`` (results.json, results.csv, ...), as ``scripts/plan.py``
+    writes them, with the run's own planner settings; an existing ``results.json`` there is kept.
+    """
+
+    n_episodes: int = 0  # episodes planned together after training (0 = no evaluation)
+    seed: int = 0  # episode i resets its env with seed + i
+    max_episode_steps: int | None = None  # None = the env's own limit (1000)
+    render: bool = False  # record the first episode into episode0.mp4
+    name: str = "final"  # output folder under <run_dir>/plan/
+
+
+@dataclass
 class TrainConfig:
     """The whole ``configs/train.yaml``."""
 
@@ -136,6 +151,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     run_dir: str | None = None  # pin the run dir (resume in place; required under torchrun)
@@ -231,6 +247,7 @@ def validate_train_config(cfg: Any) -> None:
         "trainer.val_batches": trainer.val_batches,
         "trainer.max_steps": trainer.max_steps,
         "trainer.max_minutes": trainer.max_minutes,
+        "evaluate.n_episodes": cfg.evaluate.n_episodes,
     }
     problems += [
         f"{key}={value} must be >= 0"
@@ -279,10 +296,13 @@ def run_hydra_main(main: Callable[[], Any]) -> Any:
     """Call a ``@hydra.main`` function, turning config errors into one ``error:`` line (exit 2).
 
     Hydra prints config errors over several lines; here it is told to raise them instead
-    (``HYDRA_FULL_ERROR``) and this prints what was wrong, where, and how to check it.
+    (``HYDRA_FULL_ERROR``) and this prints what was wrong, where, and how to check it. A multirun
+    whose jobs failed with a :class:`~ttrl.errors.TtrlError` also ends with one line and status 2.
     """
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
+
+    from ttrl.errors import TtrlError
 
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
@@ -290,4 +310,7 @@ def run_hydra_main(main: Callable[[], Any]) -> Any:
     except (HydraException, OmegaConfBaseException) as err:
         script = os.path.relpath(sys.argv[0]) if sys.argv and sys.argv[0] else "scripts/train.py"
         print(f"error: {compose_error_message(err, script)}", file=sys.stderr)
+        sys.exit(2)
+    except TtrlError as err:  # the first failed job of a multirun (each job printed its own)
+        print(f"error: a multirun job failed: {err}", file=sys.stderr)
         sys.exit(2)

@@ -11,6 +11,7 @@ from ttrl.evaluation.report import plot_predictions, results_dict, write_results
 from ttrl.evaluation.rollout import EpisodeResults, check_spaces, evaluate, make_env
 from ttrl.evaluation.runner import (
     command_line_planner_overrides,
+    evaluate_training_run,
     load_inputs,
     plan_output_dir,
     register_resolvers,
@@ -31,6 +32,7 @@ __all__ = [
     "check_spaces",
     "command_line_planner_overrides",
     "evaluate",
+    "evaluate_training_run",
     "evaluation_spec",
     "load_checkpoint_with_dataset",
     "load_inputs",

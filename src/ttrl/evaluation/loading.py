@@ -57,7 +57,7 @@ def load_run(
             f"checkpoint {file} does not record its dataset (config env.name); pass env=<dataset>"
         )
     return PlanningInputs(
-        model=TrajectoryTransformer.from_pretrained(file, map_location=map_location),
+        model=TrajectoryTransformer.from_pretrained(file),
         discretizer=Discretizer.from_state_dict(bundle["discretizer"]),
         dataset=dataset,
         train_config=config,
@@ -84,7 +84,7 @@ def load_checkpoint_with_dataset(
     from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer
 
-    model = TrajectoryTransformer.from_pretrained(checkpoint, map_location=map_location)
+    model = TrajectoryTransformer.from_pretrained(checkpoint)
     trajectories = preprocess(
         load_transitions(resolve_dataset(dataset, source)),
         discount=data_config.get("discount", 0.99),

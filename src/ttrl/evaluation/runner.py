@@ -16,11 +16,12 @@ from ttrl.evaluation.loading import (
     load_run,
     planner_config_from,
 )
-from ttrl.evaluation.report import PREDICTIONS_PLOT, write_results
+from ttrl.evaluation.report import PREDICTIONS_PLOT, RESULTS_JSON, write_results
 from ttrl.evaluation.rollout import EpisodeResults, evaluate
 from ttrl.evaluation.wandb_logging import log_to_wandb, wandb_settings
 
 VIDEO_FILE = "episode0.mp4"
+PLAN_SUBDIR = "plan"  # evaluations of a training run live in <run_dir>/plan/<name>/
 
 
 def plan_output_dir(run_dir: str | None, name: str) -> str:
@@ -29,7 +30,7 @@ def plan_output_dir(run_dir: str | None, name: str) -> str:
     A mistyped run dir is then reported as missing instead of being created by Hydra.
     """
     root = run_dir if run_dir and Path(run_dir).is_dir() else "outputs"
-    return f"{root}/plan/{name}"
+    return f"{root}/{PLAN_SUBDIR}/{name}"
 
 
 def register_resolvers() -> None:
@@ -144,3 +145,33 @@ def run_planning(
     )
     print(results.summary())
     return results
+
+
+def evaluate_training_run(
+    train_config: Mapping[str, Any], run_dir: str | os.PathLike
+) -> EpisodeResults | None:
+    """Plan with a finished run's ``last.pt`` as its ``evaluate`` section says (``scripts/train.py``).
+
+    Writes ``<run_dir>/plan/<evaluate.name>/`` exactly as ``scripts/plan.py run_dir=<run_dir>``
+    would, with the run's own planner settings and W&B project/group. Returns None without planning
+    when ``evaluate.n_episodes`` is 0 or that folder already holds a results.json (a re-run or
+    requeued job does not plan twice).
+    """
+    evaluate_cfg = train_config["evaluate"]
+    out_dir = Path(run_dir) / PLAN_SUBDIR / evaluate_cfg["name"]
+    if evaluate_cfg["n_episodes"] <= 0 or (out_dir / RESULTS_JSON).is_file():
+        return None
+    plan_config = {
+        "run_dir": str(run_dir),
+        "which": "last",
+        "checkpoint": None,
+        "n_episodes": evaluate_cfg["n_episodes"],
+        "seed": evaluate_cfg["seed"],
+        "max_episode_steps": evaluate_cfg["max_episode_steps"],
+        "render": evaluate_cfg["render"],
+        "device": train_config["device"],
+        "progress": train_config["trainer"]["progress"],
+        "name": evaluate_cfg["name"],
+        "logger": {"mode": None, "project": None, "entity": None, "group": None},
+    }
+    return run_planning(plan_config, out_dir)

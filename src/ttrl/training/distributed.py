@@ -36,6 +36,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """True for a single process and for rank 0 under torchrun (read from the environment)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
     """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
     cuda = torch.cuda.is_available()

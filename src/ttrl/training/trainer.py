@@ -13,13 +13,14 @@ import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -59,7 +60,9 @@ from ttrl.training.state import (
 
 log = logging.getLogger(__name__)
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # Slurm sends these before preempting a job
+# Slurm sends SIGTERM on preemption, --signal (often SIGUSR1) before the time limit; submitit's
+# Slurm launcher asks for SIGUSR2 and requeues the job from its own handler (see hand_over_stop_signal).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 DDP_STOP_CHECK_STEPS = 10  # under DDP, ranks agree on a stop signal / time limit this often
 PAPER_SAMPLES = 1e6  # n_epochs = 1e6 / n_windows * n_epochs_ref
 
@@ -67,6 +70,19 @@ PAPER_SAMPLES = 1e6  # n_epochs = 1e6 / n_windows * n_epochs_ref
 def preempted_exit_code(signum: int) -> int:
     """Exit status after a stop signal: ``128 + signum`` (143 for SIGTERM), as a killed job would."""
     return 128 + signum
+
+
+def hand_over_stop_signal(signum: int) -> NoReturn:
+    """Exit after training stopped on ``signum`` (last.pt is saved), letting a launcher act first.
+
+    Training catches the stop signals itself so it can save; the handler that was installed before
+    (submitit's, which requeues the job on SIGUSR2) is then called as if the signal had just
+    arrived. Without such a handler, or when it returns, exit with ``128 + signum``.
+    """
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
+    sys.exit(preempted_exit_code(signum))
 
 
 def run_dir_from_hydra(cfg: DictConfig) -> Path:
@@ -447,4 +463,10 @@ class Trainer:
         self.logger.log_artifact(best, name=name)
 
 
-__all__ = ["Trainer", "preempted_exit_code", "run_dir_from_hydra", "train"]
+__all__ = [
+    "Trainer",
+    "hand_over_stop_signal",
+    "preempted_exit_code",
+    "run_dir_from_hydra",
+    "train",
+]

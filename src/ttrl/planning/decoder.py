@@ -86,8 +86,11 @@ class CachedDecoder:
             )
         self.current, self.rows = target, n
 
-    def feed(self, tokens: Tensor) -> Tensor:
-        """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last."""
+    def feed(self, tokens: Tensor, logits: bool = True) -> Tensor | None:
+        """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last.
+
+        With ``logits=False`` only the keys/values are computed (the last layer stops after them).
+        """
         rows, length = tokens.shape
         T, device = self.transition_dim, tokens.device
         first_position = self.length
@@ -110,10 +113,17 @@ class CachedDecoder:
                 dim=1,
             )
         self.rows = rows
+        final = len(self.layers) - 1
         for layer, weights in enumerate(self.layers):
-            x = self._layer(x, layer, weights, stored, first, last, visible)
+            # Only the last token's output is ever read: the last layer needs no other query.
+            output = (
+                "none" if layer == final and not logits else "last" if layer == final else "all"
+            )
+            x = self._layer(x, layer, weights, stored, first, last, visible, output)
         self.length += length
         self.own_slots = last
+        if not logits:
+            return None
         last_dim = (self.length - 1) % T
         return F.linear(self.model.ln_f(x[:, -1]), self.model.head.weight[last_dim])
 
@@ -126,7 +136,9 @@ class CachedDecoder:
         first: int,
         last: int,
         visible: Tensor | None,
+        output: str,
     ) -> Tensor:
+        """One block; ``output`` says for which tokens: "all", "last" or "none" (keys/values only)."""
         block = weights.block
         rows, length, _ = x.shape
         qkv = F.linear(block.ln1(x), weights.qkv_weight, weights.qkv_bias)
@@ -139,6 +151,10 @@ class CachedDecoder:
         elif last > first:
             own_keys[:rows, :, first:last] = key.index_select(2, stored)
             own_values[:rows, :, first:last] = value.index_select(2, stored)
+        if output == "none":
+            return x
+        if output == "last" and length > 1:  # the newest query sees every slot: no mask
+            query, x, visible, length = query[:, :, -1:], x[:, -1:], None, 1
         scores = torch.matmul(query, own_keys[:rows, :, :last].transpose(-1, -2))
         shared = self.shared_slots
         if shared:

@@ -74,7 +74,7 @@ class ModelWindow:
         self.start, self.end = start, length
         shared_end = min(self.prefix.shape[1], length)
         if start < shared_end:
-            logits = decoder.feed(self.prefix[:, start:shared_end])
+            logits = decoder.feed(self.prefix[:, start:shared_end], logits=shared_end == length)
             decoder.share()
             if shared_end == length:
                 decoder.rows = row_env.shape[0]
@@ -92,7 +92,8 @@ class ModelWindow:
             new_group, representative = distinct_histories(history, row_env, self.prefix.shape[0])
             self.decoder.select_rows(group.index_select(0, representative))
             logits = self.decoder.feed(
-                sequences.index_select(0, representative)[:, chunk_start:chunk_end]
+                sequences.index_select(0, representative)[:, chunk_start:chunk_end],
+                logits=chunk_end == end,
             )
             group = new_group
         self.decoder.select_rows(group)

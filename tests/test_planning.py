@@ -379,3 +379,57 @@ def test_cached_planner_on_cuda_equals_uncached(model, discretizer):
     ]
     assert plans[0].tokens.is_cuda and plans[0].actions.is_cuda
     assert torch.equal(plans[0].tokens, plans[1].tokens)
+
+
+def test_decoder_logits_equal_the_model_on_the_whole_sequence(model):
+    """Shared prefix, multi-token chunks, one-token steps and reordered beams, vs. a full forward."""
+    from ttrl.planning.decoder import CachedDecoder
+
+    generator = torch.Generator().manual_seed(0)
+    n_env, per_env = 2, 3
+    rows = n_env * per_env
+    prefix = torch.randint(0, N + 1, (n_env, 2 * T + 1), generator=generator)  # stop tokens too
+    row_env = torch.arange(n_env).repeat_interleave(per_env)
+    sequences = torch.cat(
+        [prefix[row_env], torch.randint(0, N, (rows, 2 * T), generator=generator)], 1
+    )
+    decoder = CachedDecoder(model, n_env, rows, model.config.block_size)
+    decoder.refresh_weights()
+
+    def expected(length):
+        with torch.no_grad():
+            return model(sequences[:, :length]).logits[:, -1]
+
+    with torch.no_grad():
+        shared = decoder.feed(prefix)
+        torch.testing.assert_close(shared, expected(prefix.shape[1])[::per_env])
+        decoder.share()
+        decoder.select_rows(row_env)
+        length = prefix.shape[1] + T - 1  # a chunk that ends just before a value token
+        got = decoder.feed(sequences[:, prefix.shape[1] : length])
+        torch.testing.assert_close(got, expected(length))
+        for _ in range(T):  # one token at a time, across the value token
+            length += 1
+            torch.testing.assert_close(
+                decoder.feed(sequences[:, length - 1 : length]), expected(length)
+            )
+        order = torch.tensor([2, 0, 1, 4, 4, 3])  # reorder and repeat within each environment
+        sequences = sequences[order]
+        decoder.select_rows(order)
+        length += 1
+        torch.testing.assert_close(
+            decoder.feed(sequences[:, length - 1 : length]), expected(length)
+        )
+
+
+def test_distinct_histories_groups_identical_beams_per_environment():
+    from ttrl.planning.window import distinct_histories
+
+    history = torch.tensor([[1, 2], [3, 4], [1, 2], [1, 2], [1, 2], [5, 6]])
+    row_env = torch.tensor([0, 0, 0, 1, 1, 1])
+    group, representative = distinct_histories(history, row_env, n_env=2)
+    # env 0 has 2 distinct histories, env 1 has 2: two slots per environment
+    assert representative.shape == (4,)
+    assert torch.equal(history[representative][group], history)  # every row finds its history
+    assert set(group[:3].tolist()) <= {0, 1} and set(group[3:].tolist()) <= {2, 3}
+    assert group[0] == group[2] and group[0] != group[1] and group[3] == group[4] != group[5]

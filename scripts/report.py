@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Results table of many evaluations: normalised score per dataset, beside the paper's numbers.
+
+    python scripts/report.py multirun/train/<time>                 # a sweep with evaluate.n_episodes
+    python scripts/report.py runs/a runs/b --name final --out report/
+
+Finds every results.json under the given dirs (or takes results.json files as given), groups them
+by dataset and writes report.md, report.csv and report.png into --out (default: the first dir),
+printing the Markdown table. See ttrl.evaluation.table for what each column is.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ttrl.cli import exit_on_user_error
+from ttrl.evaluation.table import (
+    find_results,
+    load_evaluation,
+    summarize,
+    to_markdown,
+    write_report,
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="sweep dirs, run dirs or results.json files")
+    parser.add_argument(
+        "--name", default=None, help="only results.json in folders of this name (e.g. final)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (default: the first dir)")
+    return parser.parse_args(argv)
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    evaluations = [load_evaluation(p) for p in find_results(args.paths, args.name)]
+    rows = summarize([e for e in evaluations if e is not None])
+    first = Path(args.paths[0])
+    out_dir = Path(args.out) if args.out else (first if first.is_dir() else first.parent)
+    paths = write_report(rows, out_dir)
+    print(to_markdown(rows))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()

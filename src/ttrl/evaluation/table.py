@@ -1,0 +1,291 @@
+"""The results table of many evaluations (``scripts/report.py``): normalised score per dataset.
+
+Every ``results.json`` under the given folders is one evaluated model (one training seed, several
+episodes). Per dataset the table gives two summaries of the normalised scores:
+
+* **all episodes**: mean ± standard error over every episode of every seed pooled
+  (n = seeds x episodes);
+* **seed means**: each seed's mean over its episodes, then mean ± standard error across those
+  means (n = seeds).
+
+Where the dataset has a published Trajectory Transformer number (Janner et al. 2021, Table 1,
+"TT (quantile)", D4RL v2, mean ± standard error over 15 runs) it is shown beside ours.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ttrl.errors import TtrlError
+from ttrl.evaluation.report import RESULTS_JSON
+from ttrl.evaluation.scores import mean_and_standard_error
+from ttrl.io import atomic_write, atomic_write_text
+
+# Janner et al. 2021, Table 1, TT (quantile): mean and standard error, in the paper's row order.
+PAPER_TT_QUANTILE: dict[str, tuple[float, float]] = {
+    "halfcheetah-medium-expert": (95.0, 0.2),
+    "hopper-medium-expert": (110.0, 2.7),
+    "walker2d-medium-expert": (101.9, 6.8),
+    "halfcheetah-medium": (46.9, 0.4),
+    "hopper-medium": (61.1, 3.6),
+    "walker2d-medium": (79.0, 2.8),
+    "halfcheetah-medium-replay": (41.9, 2.5),
+    "hopper-medium-replay": (91.5, 3.6),
+    "walker2d-medium-replay": (82.6, 6.9),
+}
+
+REPORT_MD = "report.md"
+REPORT_CSV = "report.csv"
+REPORT_PNG = "report.png"
+
+COLUMN_NOTES = (
+    "all episodes: mean ± standard error of the normalised score over every episode of every seed "
+    "(n = seeds x episodes). seed means: mean ± standard error across seeds of each seed's mean "
+    "score (n = seeds). TT paper: Janner et al. 2021, Table 1, TT (quantile), D4RL v2, "
+    "mean ± standard error over 15 runs."
+)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One ``results.json``: the normalised score of every episode of one evaluated model."""
+
+    path: Path
+    dataset: str
+    seed: int | None  # the training run's seed (None for a checkpoint without a training config)
+    scores: list[float]
+
+
+@dataclass(frozen=True)
+class DatasetRow:
+    """The summary of one dataset over its evaluations (see the module docstring)."""
+
+    dataset: str
+    seeds: list[int | None]
+    n_episodes: int
+    episode_mean: float
+    episode_se: float
+    seed_mean: float
+    seed_se: float
+    paper_mean: float | None
+    paper_se: float | None
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.seeds)
+
+
+def find_results(paths: Iterable[str | os.PathLike], name: str | None = None) -> list[Path]:
+    """Every ``results.json`` under ``paths`` (folders searched recursively, files taken as given).
+
+    With ``name``, only those in a folder called ``name`` (e.g. ``final`` for ``plan/final/``).
+    """
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path.rglob(RESULTS_JSON)))
+        else:
+            raise TtrlError(
+                f"{path} does not exist; pass sweep dirs, run dirs or results.json files"
+            )
+    if name is not None:
+        found = [p for p in found if p.parent.name == name]
+    if not found:
+        where = ", ".join(map(str, paths))
+        raise TtrlError(
+            f"no {RESULTS_JSON}{f' in a folder named {name!r}' if name else ''} under {where}; "
+            "train with evaluate.n_episodes=5 or run scripts/plan.py first"
+        )
+    return found
+
+
+def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
+    """The dataset, training seed and episode scores of a results.json (None if it has no scores)."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+        dataset = results["dataset"]
+        scores = [episode["normalized_score"] for episode in results["episodes"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TtrlError(
+            f"{path} is not a ttrl results.json ({err}); remove it or pass other dirs"
+        ) from err
+    if not scores or any(s is None for s in scores):
+        warnings.warn(
+            f"{path}: no normalised scores (dataset {dataset!r} has no reference returns); skipped",
+            stacklevel=2,
+        )
+        return None
+    train_config = (results.get("config") or {}).get("train_config") or {}
+    return Evaluation(path=path, dataset=dataset, seed=train_config.get("seed"), scores=scores)
+
+
+def summarize(evaluations: Sequence[Evaluation]) -> list[DatasetRow]:
+    """One row per dataset, in the paper's order first, then the others alphabetically."""
+    by_dataset: dict[str, list[Evaluation]] = defaultdict(list)
+    for evaluation in evaluations:
+        by_dataset[evaluation.dataset].append(evaluation)
+    return [summarize_dataset(name, by_dataset[name]) for name in sorted(by_dataset, key=_order)]
+
+
+def summarize_dataset(dataset: str, evaluations: Sequence[Evaluation]) -> DatasetRow:
+    """Both summaries of one dataset's evaluations, with the paper's number if it has one."""
+    seeds = [e.seed for e in evaluations]
+    known = [s for s in seeds if s is not None]
+    if len(set(known)) < len(known):
+        warnings.warn(
+            f"{dataset}: several evaluations of the same training seed ({sorted(known)}); each is "
+            "counted as a seed (pass --name to keep one evaluation per run)",
+            stacklevel=2,
+        )
+    all_scores = [s for e in evaluations for s in e.scores]
+    episode_mean, episode_se = mean_and_standard_error(all_scores)
+    seed_mean, seed_se = mean_and_standard_error([np.mean(e.scores) for e in evaluations])
+    paper_mean, paper_se = PAPER_TT_QUANTILE.get(dataset, (None, None))
+    return DatasetRow(
+        dataset=dataset,
+        seeds=seeds,
+        n_episodes=len(all_scores),
+        episode_mean=episode_mean,
+        episode_se=episode_se,
+        seed_mean=seed_mean,
+        seed_se=seed_se,
+        paper_mean=paper_mean,
+        paper_se=paper_se,
+    )
+
+
+def format_score(mean: float | None, se: float | None) -> str:
+    """``46.9 ± 0.4``; ``-`` when there is no number, ``n/a`` for the se of a single value."""
+    if mean is None:
+        return "-"
+    if se is None or not math.isfinite(se):
+        return f"{mean:.1f} ± n/a"
+    return f"{mean:.1f} ± {se:.1f}"
+
+
+def _seed_list(seeds: Sequence[int | None]) -> str:
+    return ",".join("?" if s is None else str(s) for s in seeds)
+
+
+def to_markdown(rows: Sequence[DatasetRow]) -> str:
+    """The table as Markdown, with a line saying what each column is."""
+    lines = [
+        "| dataset | seeds | episodes | all episodes | seed means | TT paper (quantile) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.dataset} | {row.n_seeds} ({_seed_list(row.seeds)}) | {row.n_episodes} | "
+            f"{format_score(row.episode_mean, row.episode_se)} | "
+            f"{format_score(row.seed_mean, row.seed_se)} | "
+            f"{format_score(row.paper_mean, row.paper_se)} |"
+        )
+    return "\n".join(lines) + f"\n\n{COLUMN_NOTES}\n"
+
+
+def to_csv(rows: Sequence[DatasetRow]) -> str:
+    """The table as CSV (empty cells where there is no number)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(
+        [
+            "dataset",
+            "n_seeds",
+            "seeds",
+            "n_episodes",
+            "episode_mean",
+            "episode_se",
+            "seed_mean",
+            "seed_se",
+            "paper_tt_quantile_mean",
+            "paper_tt_quantile_se",
+        ]
+    )
+    for row in rows:
+        writer.writerow(
+            [
+                row.dataset,
+                row.n_seeds,
+                _seed_list(row.seeds),
+                row.n_episodes,
+                *(
+                    "" if v is None or not math.isfinite(v) else v
+                    for v in (
+                        row.episode_mean,
+                        row.episode_se,
+                        row.seed_mean,
+                        row.seed_se,
+                        row.paper_mean,
+                        row.paper_se,
+                    )
+                ),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
+    """Bar chart: ours (seed means ± se) beside the paper's TT (quantile) where it has a number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(len(rows))
+    width = 0.4
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.5))
+    ours = [r.seed_mean for r in rows]
+    ours_err = [r.seed_se if math.isfinite(r.seed_se) else 0.0 for r in rows]
+    ax.bar(x - width / 2, ours, width, yerr=ours_err, capsize=3, label="ttrl (seed means ± se)")
+    paper = [(i, r) for i, r in enumerate(rows) if r.paper_mean is not None]
+    if paper:
+        ax.bar(
+            [i + width / 2 for i, _ in paper],
+            [r.paper_mean for _, r in paper],
+            width,
+            yerr=[r.paper_se for _, r in paper],
+            capsize=3,
+            color="lightgray",
+            edgecolor="black",
+            hatch="//",
+            label="TT paper (quantile)",
+        )
+    ax.set_xticks(x)
+    ax.set_xticklabels([r.dataset for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("normalised score")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def write_report(rows: Sequence[DatasetRow], out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write report.md, report.csv and report.png into ``out_dir``."""
+    out_dir = Path(out_dir)
+    return {
+        "markdown": atomic_write_text(out_dir / REPORT_MD, to_markdown(rows)),
+        "csv": atomic_write_text(out_dir / REPORT_CSV, to_csv(rows)),
+        "plot": plot_table(rows, out_dir / REPORT_PNG),
+    }
+
+
+def _order(dataset: str) -> tuple[int, str]:
+    paper = list(PAPER_TT_QUANTILE)
+    return (paper.index(dataset), "") if dataset in paper else (len(paper), dataset)

@@ -1,0 +1,130 @@
+"""scripts/report.py and ttrl.evaluation.table on hand-written results.json files, checked by hand."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ttrl.errors import TtrlError
+from ttrl.evaluation.table import find_results, load_evaluation, summarize, to_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# hopper-medium: 3 seeds x 3 episodes. By hand:
+#   all 9 episodes: mean 540/9 = 60, squared deviations sum 2800, var 2800/8 = 350, se sqrt(350)/3
+#   seed means 60, 40, 80: mean 60, var (0 + 400 + 400)/2 = 400, se 20/sqrt(3)
+HOPPER = {0: [50.0, 60.0, 70.0], 1: [40.0, 40.0, 40.0], 2: [90.0, 80.0, 70.0]}
+# a dataset without a paper number, one seed: mean 15, se sqrt(50)/sqrt(2) = 5, seed se undefined
+OTHER = {7: [10.0, 20.0]}
+
+
+def write_results(path: Path, dataset: str, seed: int | None, scores: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    train_config = {} if seed is None else {"seed": seed, "env": {"name": dataset}}
+    episodes = [{"episode": i, "normalized_score": s} for i, s in enumerate(scores)]
+    results = {"dataset": dataset, "episodes": episodes, "config": {"train_config": train_config}}
+    path.write_text(json.dumps(results))
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """A sweep dir laid out as scripts/train.py -m writes it, with plan/final/results.json per job."""
+    root = tmp_path / "sweep"
+    for job, (seed, scores) in enumerate(HOPPER.items()):
+        write_results(
+            root / f"{job}-hopper-medium-s{seed}/plan/final/results.json",
+            "hopper-medium",
+            seed,
+            scores,
+        )
+    for seed, scores in OTHER.items():
+        write_results(
+            root / f"3-mine-s{seed}/plan/final/results.json",
+            "mujoco/hopper/medium-v0",
+            seed,
+            scores,
+        )
+    # a second evaluation of seed 0 under another name, and one without reference scores
+    write_results(root / "0-hopper-medium-s0/plan/extra/results.json", "hopper-medium", 0, [0.0])
+    write_results(root / "4-x-s0/plan/final/results.json", "x/y/z-v0", 0, [None, None])
+    return root
+
+
+def test_summaries_match_the_hand_computation(sweep):
+    with pytest.warns(UserWarning, match="no normalised scores"):
+        evaluations = [load_evaluation(p) for p in find_results([sweep], name="final")]
+    rows = summarize([e for e in evaluations if e is not None])
+    assert [r.dataset for r in rows] == ["hopper-medium", "mujoco/hopper/medium-v0"]
+    hopper, other = rows
+    assert sorted(hopper.seeds) == [0, 1, 2] and hopper.n_episodes == 9
+    assert hopper.episode_mean == pytest.approx(60.0)
+    assert hopper.episode_se == pytest.approx(math.sqrt(350.0) / 3)
+    assert hopper.seed_mean == pytest.approx(60.0)
+    assert hopper.seed_se == pytest.approx(20.0 / math.sqrt(3))
+    assert (hopper.paper_mean, hopper.paper_se) == (61.1, 3.6)
+    assert other.seeds == [7] and other.n_episodes == 2
+    assert (other.episode_mean, other.episode_se) == pytest.approx((15.0, 5.0))
+    assert other.seed_mean == pytest.approx(15.0) and math.isnan(other.seed_se)
+    assert other.paper_mean is None
+    table = to_markdown(rows)
+    assert "| hopper-medium | 3 (0,1,2) | 9 | 60.0 ± 6.2 | 60.0 ± 11.5 | 61.1 ± 3.6 |" in table
+    assert "| mujoco/hopper/medium-v0 | 1 (7) | 2 | 15.0 ± 5.0 | 15.0 ± n/a | - |" in table
+
+
+def test_two_evaluations_of_one_seed_are_flagged(sweep):
+    with pytest.warns(UserWarning):
+        evaluations = [load_evaluation(p) for p in find_results([sweep])]
+    with pytest.warns(UserWarning, match="same training seed"):
+        rows = summarize([e for e in evaluations if e is not None])
+    assert rows[0].n_seeds == 4 and rows[0].n_episodes == 10
+
+
+def test_missing_or_empty_dirs_are_one_line_errors(tmp_path):
+    with pytest.raises(TtrlError, match="does not exist"):
+        find_results([tmp_path / "nope"])
+    with pytest.raises(TtrlError, match=r"evaluate\.n_episodes"):
+        find_results([tmp_path])
+
+
+def test_report_script_writes_markdown_csv_and_png(sweep, tmp_path):
+    out = tmp_path / "report"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts/report.py"),
+            str(sweep),
+            "--name",
+            "final",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| hopper-medium | 3 (0,1,2) | 9 |" in proc.stdout
+    with open(out / "report.csv") as f:
+        rows = {r["dataset"]: r for r in csv.DictReader(f)}
+    assert float(rows["hopper-medium"]["seed_se"]) == pytest.approx(20.0 / math.sqrt(3))
+    assert rows["hopper-medium"]["paper_tt_quantile_mean"] == "61.1"
+    assert rows["mujoco/hopper/medium-v0"]["seed_se"] == ""
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "report.md").read_text().startswith("| dataset |")
+
+
+def test_report_script_error_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/report.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: no results.json")

@@ -253,6 +253,7 @@ def test_top_k_filter_matches_released_filter(k):
         ({"k_act": 0}, "k_act=0"),
         ({"objective": "reward"}, "objective='reward'"),
         ({"discount": 0.0}, "discount=0.0"),
+        ({"window_transitions": 1}, "window_transitions=1 must be an integer >= 2"),
     ],
 )
 def test_config_rejects_impossible_settings(overrides, message):

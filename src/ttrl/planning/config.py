@@ -49,7 +49,8 @@ class PlannerConfig:
             _require_positive_int(name, getattr(self, name))
         _require_int_at_least("context_transitions", self.context_transitions, 0)
         if self.window_transitions is not None:
-            _require_positive_int("window_transitions", self.window_transitions)
+            # One transition minus a token would crop the whole window when a transition starts.
+            _require_int_at_least("window_transitions", self.window_transitions, 2)
         for name in ("k_obs", "k_act", "k_rew"):
             value = getattr(self, name)
             if value is not None:

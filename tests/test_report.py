@@ -77,6 +77,19 @@ def test_summaries_match_the_hand_computation(sweep):
     assert "| mujoco/hopper/medium-v0 | 1 (7) | 2 | 15.0 ± 5.0 | 15.0 ± n/a | - |" in table
 
 
+def test_paper_numbers_for_d4rl_names_and_d4rl_v2_hdf5_files():
+    from ttrl.evaluation.table import paper_dataset
+
+    assert paper_dataset("hopper-medium") == "hopper-medium"
+    assert (
+        paper_dataset("/data/d4rl/halfcheetah_medium_replay-v2.hdf5") == "halfcheetah-medium-replay"
+    )
+    assert paper_dataset("/data/d4rl/walker2d_medium_expert-v2.hdf5") == "walker2d-medium-expert"
+    assert paper_dataset("/data/d4rl/hopper_medium-v0.hdf5") is None  # another D4RL version
+    assert paper_dataset("mujoco/hopper/medium-v0") is None  # Minari's datasets are not D4RL's
+    assert paper_dataset("hopper-random") is None  # no number in the paper
+
+
 def test_two_evaluations_of_one_seed_are_flagged(sweep):
     with pytest.warns(UserWarning):
         evaluations = [load_evaluation(p) for p in find_results([sweep])]

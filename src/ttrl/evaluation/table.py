@@ -9,7 +9,8 @@ episodes). Per dataset the table gives two summaries of the normalised scores:
   means (n = seeds).
 
 Where the dataset has a published Trajectory Transformer number (Janner et al. 2021, Table 1,
-"TT (quantile)", D4RL v2, mean ± standard error over 15 runs) it is shown beside ours.
+"TT (quantile)", D4RL v2, mean ± standard error over 15 runs) it is shown beside ours: for ttrl's
+D4RL-style names (``hopper-medium``) and D4RL v2 HDF5 files (``.../hopper_medium-v2.hdf5``).
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def summarize_dataset(dataset: str, evaluations: Sequence[Evaluation]) -> Datase
     all_scores = [s for e in evaluations for s in e.scores]
     episode_mean, episode_se = mean_and_standard_error(all_scores)
     seed_mean, seed_se = mean_and_standard_error([np.mean(e.scores) for e in evaluations])
-    paper_mean, paper_se = PAPER_TT_QUANTILE.get(dataset, (None, None))
+    paper_mean, paper_se = PAPER_TT_QUANTILE.get(paper_dataset(dataset) or "", (None, None))
     return DatasetRow(
         dataset=dataset,
         seeds=seeds,
@@ -286,6 +287,22 @@ def write_report(rows: Sequence[DatasetRow], out_dir: str | os.PathLike) -> dict
     }
 
 
+def paper_dataset(dataset: str) -> str | None:
+    """The paper's name for ``dataset``: a D4RL-style name itself, a D4RL v2 HDF5 file's by its stem.
+
+    ``/data/hopper_medium_replay-v2.hdf5`` -> ``hopper-medium-replay``; Minari ids and other
+    versions have no paper number (the official Minari datasets are not D4RL's).
+    """
+    path = Path(dataset)
+    if path.suffix in (".hdf5", ".h5"):
+        stem = path.stem.replace("_", "-")
+        name = stem.removesuffix("-v2") if stem.endswith("-v2") else None
+    else:
+        name = dataset
+    return name if name in PAPER_TT_QUANTILE else None
+
+
 def _order(dataset: str) -> tuple[int, str]:
     paper = list(PAPER_TT_QUANTILE)
-    return (paper.index(dataset), "") if dataset in paper else (len(paper), dataset)
+    name = paper_dataset(dataset)
+    return (paper.index(name), dataset) if name else (len(paper), dataset)

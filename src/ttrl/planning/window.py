@@ -30,9 +30,9 @@ class ModelWindow:
 
     ``prefix [N_env, L0]`` is the part shared by all beams of an environment; ``row_env`` maps each
     beam row to its environment. With a ``decoder`` the window's keys/values are kept and each new
-    token is one incremental step; a rebuild runs the shared prefix part once per environment,
-    expands it to the beams and runs the beams' own tokens on top. Without one, the whole window is
-    run for every token (the released algorithm).
+    token is one incremental step; a rebuild (when the window slides) runs the window's prefix part
+    once per environment (kept shared by its beams) and each distinct beam history once. Without a
+    decoder the whole window is run for every token (the released algorithm).
     """
 
     def __init__(

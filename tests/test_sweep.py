@@ -131,16 +131,50 @@ def test_paper_sweep_lists_all_nine_datasets_and_three_seeds():
     assert params.seed == "0,1,2"
 
 
-def test_slurm_launcher_config_asks_for_one_gpu_and_requeue():
-    from hydra import compose, initialize_config_dir
+FAKE_SBATCH = """#!/bin/bash
+cp "${@: -1}" "$(dirname "$0")/sbatch_script.sh"  # keep the script, then refuse the submission
+echo "fake sbatch: not a cluster" >&2
+exit 1
+"""
 
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1
-    assert launcher.additional_parameters.requeue is True and launcher.max_num_timeout > 0
-    assert launcher.signal_delay_s >= 60
+
+def test_slurm_launcher_submits_one_gpu_jobs_that_requeue(tmp_path):
+    """The sbatch script of a 2-job sweep, caught by a fake sbatch (srun only has to exist)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in [("sbatch", FAKE_SBATCH), ("srun", "#!/bin/sh\nexit 1\n")]:
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train.py"),
+            "-m",
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu",
+            "seed=0,1",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    )
+    assert proc.returncode != 0 and "fake sbatch: not a cluster" in proc.stderr
+    lines = set((bin_dir / "sbatch_script.sh").read_text().splitlines())
+    for line in [
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=64GB",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=720",
+        "#SBATCH --requeue",
+        "#SBATCH --signal=USR2@120",
+    ]:
+        assert line in lines
 
 
 def test_usr2_saves_then_hands_over_to_the_launchers_handler(tiny_dataset, tmp_path):

@@ -424,19 +424,16 @@ def save_replay_buffer_prefix(buffer: Any, n_steps: int, path: str | Path) -> Pa
     return atomic_write(path, write)
 
 
-class _ProgressCallback:
-    """Builds an SB3 callback that advances a tqdm bar once per env step."""
+def _progress_callback(bar: Any) -> Any:
+    """An SB3 callback that advances the tqdm ``bar`` once per env step."""
+    from stable_baselines3.common.callbacks import BaseCallback
 
-    @staticmethod
-    def make(bar: Any) -> Any:
-        from stable_baselines3.common.callbacks import BaseCallback
+    class Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            bar.update(1)
+            return True
 
-        class Progress(BaseCallback):
-            def _on_step(self) -> bool:
-                bar.update(1)
-                return True
-
-        return Progress()
+    return Progress()
 
 
 def _snapshot(
@@ -495,7 +492,7 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
         mininterval=10,
         file=sys.stderr,
     )
-    callback = _ProgressCallback.make(bar)
+    callback = _progress_callback(bar)
     try:
         while not _done(state, cfg):
             chunk = min(

@@ -334,3 +334,32 @@ def test_submitit_requeue_after_usr2_resumes_in_the_same_run_dir(tiny_dataset, t
     submitit_logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.*"))
     assert "Requeued job" in submitit_logs
     assert [p.name for p in sweep.iterdir() if p.name[0].isdigit()] == [run_dir.name]
+
+
+def test_optuna_sweep_minimises_the_validation_loss(tiny_dataset, tmp_path):
+    """hydra/sweeper=tune with 2 trials (needs the optuna extra: pip install -e ".[optuna]")."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    sweep = tmp_path / "sweep"
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "hydra/sweeper=tune",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "env=halfcheetah-random",
+        "trainer.max_steps=2",
+        *TINY,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = OmegaConf.load(sweep / "optimization_results.yaml")
+    losses = [
+        load_bundle(sweep / f"{i}-halfcheetah-random-s0")["trainer"]["best_val_loss"]
+        for i in (0, 1)
+    ]
+    assert best.best_value == pytest.approx(min(losses))
+    assert set(best.best_params) == {
+        "trainer.learning_rate",
+        "trainer.weight_decay",
+        "model.resid_pdrop",
+    }

@@ -434,3 +434,43 @@ def test_distinct_histories_groups_identical_beams_per_environment():
     assert torch.equal(history[representative][group], history)  # every row finds its history
     assert set(group[:3].tolist()) <= {0, 1} and set(group[3:].tolist()) <= {2, 3}
     assert group[0] == group[2] and group[0] != group[1] and group[3] == group[4] != group[5]
+
+
+def test_decoder_expanded_candidates_read_their_parents_cache(model):
+    """After an expand (tiling each environment's beams), candidates equal a full forward."""
+    from ttrl.planning.decoder import CachedDecoder
+
+    generator = torch.Generator().manual_seed(1)
+    n_env, beams, children = 2, 2, 3
+    prefix = torch.randint(0, N, (n_env, T + S), generator=generator)
+    parents = torch.cat(
+        [
+            prefix.repeat_interleave(beams, 0),
+            torch.randint(0, N, (n_env * beams, T), generator=generator),
+        ],
+        1,
+    )
+    decoder = CachedDecoder(model, n_env, n_env * beams * children, model.config.block_size)
+    decoder.refresh_weights()
+    with torch.no_grad():
+        decoder.feed(prefix)
+        decoder.share()
+        decoder.select_rows(torch.arange(n_env).repeat_interleave(beams))
+        decoder.feed(parents[:, prefix.shape[1] :])
+        tiled = (
+            torch.arange(n_env * beams).view(n_env, 1, beams).expand(-1, children, -1).reshape(-1)
+        )
+        decoder.expand(children)
+        sequences = parents[tiled]
+        for _ in range(3):  # candidates add their own tokens
+            sequences = torch.cat(
+                [sequences, torch.randint(0, N, (len(tiled), 1), generator=generator)], 1
+            )
+            got = decoder.feed(sequences[:, -1:])
+            torch.testing.assert_close(got, model(sequences).logits[:, -1])
+        kept = torch.tensor([5, 1, 2, 4, 11, 6, 9, 9])  # the best candidates, per environment
+        decoder.select_rows(kept)
+        sequences = torch.cat(
+            [sequences[kept], torch.randint(0, N, (len(kept), 1), generator=generator)], 1
+        )
+        torch.testing.assert_close(decoder.feed(sequences[:, -1:]), model(sequences).logits[:, -1])

@@ -145,7 +145,7 @@ class BeamPlanner:
         for t in range(H):
             factor = cfg.n_expand * (cfg.beam_width if t == 0 else 1)
             rows = beams.repeat(factor)
-            window.select(rows)
+            window.expand(factor)
             logits = logits.index_select(0, rows)
             for _ in range(A):
                 sample(logits, cfg.k_act, cfg.cdf_act)

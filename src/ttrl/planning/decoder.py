@@ -10,7 +10,10 @@ bookkeeping:
   environment) are stored once per environment; every beam's queries attend to them in one batched
   product per environment;
 - each beam's own tokens (its plan) are stored per row in preallocated buffers written in place;
-  repeats/reorders of beams gather only these rows, into a second buffer (ping-pong);
+  reorders of beams gather only these rows, into a second buffer (ping-pong);
+- when each beam is expanded into ``n_expand`` candidates, the candidates keep reading their parent's
+  keys/values (grouped per parent, one batched product) and only their new tokens are stored per
+  candidate, until the best candidates are kept and become the new beams;
 - value-token keys are never attended to by any query (the model's attention mask), so they are not
   stored at all; the only mask left is causality inside a multi-token chunk.
 
@@ -54,6 +57,10 @@ class CachedDecoder:
         self.shared = torch.empty(
             (n_layer, 2, n_env, self.n_head, max_window, self.head_dim), **options
         )
+        # child[layer, key/value]: the tokens candidates add after an expand, per candidate
+        self.child = torch.empty(
+            (n_layer, 2, max_rows, self.n_head, self.transition_dim, self.head_dim), **options
+        )
         self.current = 0
         self.reset()
 
@@ -67,6 +74,8 @@ class CachedDecoder:
         self.shared_slots = 0
         self.own_slots = 0
         self.rows = self.n_env
+        self.children = 1  # candidates per beam since the last expand (1: not expanded)
+        self.child_slots = 0
 
     def share(self) -> None:
         """Turn what was fed so far (one row per environment) into the shared prefix part."""
@@ -74,16 +83,37 @@ class CachedDecoder:
         self.shared[:, :, :, :, :slots] = self.own[self.current, :, :, : self.n_env, :, :slots]
         self.shared_slots, self.own_slots = slots, 0
 
+    def expand(self, children: int) -> None:
+        """Tile each environment's beams ``children`` times (like ``x.repeat(children, 1)`` per
+        environment) without copying: candidates read their parent's keys/values."""
+        self.children, self.child_slots = children, 0
+        self.rows *= children
+
     def select_rows(self, rows: Tensor) -> None:
-        """Repeat/reorder the beams: row ``i`` becomes old row ``rows[i]`` (same environment)."""
+        """Keep/reorder rows: row ``i`` becomes old row ``rows[i]`` (same environment). After an
+        expand, the kept candidates get their parent's keys/values plus their own new ones."""
         slots, target, n = self.own_slots, 1 - self.current, rows.shape[0]
+        sources = rows
+        if self.children > 1:
+            per_env = self.rows // self.n_env
+            parents_per_env = per_env // self.children
+            sources = rows // per_env * parents_per_env + rows % parents_per_env
         if slots:
             torch.index_select(
                 self.own[self.current, :, :, :, :, :slots],
                 2,
-                rows,
+                sources,
                 out=self.own[target, :, :, :n, :, :slots],
             )
+        if self.child_slots:
+            torch.index_select(
+                self.child[:, :, :, :, : self.child_slots],
+                2,
+                rows,
+                out=self.own[target, :, :, :n, :, slots : slots + self.child_slots],
+            )
+        self.own_slots += self.child_slots
+        self.children, self.child_slots = 1, 0
         self.current, self.rows = target, n
 
     def feed(self, tokens: Tensor, logits: bool = True) -> Tensor | None:
@@ -101,7 +131,9 @@ class CachedDecoder:
         # Which new tokens get a key slot is known on the host: no device sync per token.
         offsets = [i for i in range(length) if (first_position + i) % T != T - 1]
         stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
-        first, last = self.own_slots, self.own_slots + len(offsets)
+        expanded = self.children > 1
+        first = self.child_slots if expanded else self.own_slots
+        last = first + len(offsets)
         visible = None
         if length > 1:  # causality inside the chunk: new slot j is seen by queries at or after it
             new_slots = positions if stored is None else positions.index_select(0, stored)
@@ -121,7 +153,10 @@ class CachedDecoder:
             )
             x = self._layer(x, layer, weights, stored, first, last, visible, output)
         self.length += length
-        self.own_slots = last
+        if expanded:
+            self.child_slots = last
+        else:
+            self.own_slots = last
         if not logits:
             return None
         last_dim = (self.length - 1) % T
@@ -145,47 +180,73 @@ class CachedDecoder:
         qkv = qkv.view(rows, length, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         query, key, value = qkv.unbind(0)  # [rows, heads, length, head_dim]
         own_keys, own_values = self.own[self.current, layer, 0], self.own[self.current, layer, 1]
+        expanded = self.children > 1
+        # this row's own segment: the candidate's new tokens after an expand, else the beam's plan
+        row_keys, row_values = (
+            (self.child[layer, 0], self.child[layer, 1])
+            if expanded
+            else (
+                own_keys,
+                own_values,
+            )
+        )
         if stored is None:  # no value token among the new ones
-            own_keys[:rows, :, first:last] = key
-            own_values[:rows, :, first:last] = value
+            row_keys[:rows, :, first:last] = key
+            row_values[:rows, :, first:last] = value
         elif last > first:
-            own_keys[:rows, :, first:last] = key.index_select(2, stored)
-            own_values[:rows, :, first:last] = value.index_select(2, stored)
+            row_keys[:rows, :, first:last] = key.index_select(2, stored)
+            row_values[:rows, :, first:last] = value.index_select(2, stored)
         if output == "none":
             return x
         if output == "last" and length > 1:  # the newest query sees every slot: no mask
             query, x, visible, length = query[:, :, -1:], x[:, -1:], None, 1
-        scores = torch.matmul(query, own_keys[:rows, :, :last].transpose(-1, -2))
-        shared = self.shared_slots
-        if shared:
-            shared_keys, shared_values = self.shared[layer, 0], self.shared[layer, 1]
-            per_env = self._by_env(query)
-            shared_scores = self._by_row(
-                torch.matmul(per_env, shared_keys[:, :, :shared].transpose(-1, -2))
-            )
-            scores = torch.cat((shared_scores, scores), dim=-1)
+        # Segments a query attends to: (keys, values, queries per group, groups per env) where
+        # groups share keys: the environment's prefix, the parent's plan, then the row's own slots.
+        segments = []
+        if self.shared_slots:
+            shared = self.shared[layer, :, :, :, : self.shared_slots]
+            segments.append((shared[0], shared[1], rows // self.n_env, 1))
+        if expanded and self.own_slots:
+            parents = rows // self.children
+            parent = self.own[self.current, layer, :, :parents, :, : self.own_slots]
+            segments.append((parent[0], parent[1], self.children, parents // self.n_env))
+        segments.append((row_keys[:rows, :, :last], row_values[:rows, :, :last], 1, rows))
+        scores = torch.cat(
+            [
+                self._ungroup(torch.matmul(self._group(query, n, g), k.transpose(-1, -2)), n, g)
+                for k, _, n, g in segments
+            ],
+            dim=-1,
+        )
         if visible is not None:
-            scores[..., shared:].masked_fill_(~visible, float("-inf"))
+            scores[..., scores.shape[-1] - last :].masked_fill_(~visible, float("-inf"))
         probs = scores.softmax(dim=-1)
-        attended = torch.matmul(probs[..., shared:], own_values[:rows, :, :last])
-        if shared:
-            per_env = self._by_env(probs[..., :shared])
-            attended = attended + self._by_row(torch.matmul(per_env, shared_values[:, :, :shared]))
+        attended, begin = None, 0
+        for keys, values, n, g in segments:
+            part = probs[..., begin : begin + keys.shape[2]]
+            begin += keys.shape[2]
+            out = self._ungroup(torch.matmul(self._group(part, n, g), values), n, g)
+            attended = out if attended is None else attended + out
         attended = attended.transpose(1, 2).reshape(rows, length, -1)
         x = x + block.attn.proj(attended)
         return x + block.l2(block.act(block.l1(block.ln2(x))))
 
-    def _by_env(self, x: Tensor) -> Tensor:
-        """``[rows, heads, L, k]`` -> ``[n_env, heads, rows_per_env * L, k]`` (one matmul per env)."""
-        rows, heads, length, k = x.shape
-        per_env = x.view(self.n_env, rows // self.n_env, heads, length, k).transpose(1, 2)
-        return per_env.reshape(self.n_env, heads, -1, k)
+    def _group(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:
+        """``[rows, heads, L, k]`` -> ``[groups, heads, members * L, k]``: rows are laid out
+        ``[env, member, group]``, so each group's rows share one key/value set (one matmul each)."""
+        if members == 1:
+            return x
+        _, heads, length, k = x.shape
+        grouped = x.view(self.n_env, members, groups_per_env, heads, length, k)
+        return grouped.permute(0, 2, 3, 1, 4, 5).reshape(-1, heads, members * length, k)
 
-    def _by_row(self, x: Tensor) -> Tensor:
-        """Inverse of :meth:`_by_env`."""
-        n_env, heads, _, k = x.shape
-        per_row = x.view(n_env, heads, self.rows // n_env, -1, k).transpose(1, 2)
-        return per_row.reshape(self.rows, heads, -1, k)
+    def _ungroup(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:
+        """Inverse of :meth:`_group`."""
+        if members == 1:
+            return x
+        _, heads, _, k = x.shape
+        rows = x.view(self.n_env, groups_per_env, heads, members, -1, k).permute(0, 3, 1, 2, 4, 5)
+        return rows.reshape(self.n_env * members * groups_per_env, heads, -1, k)
 
 
 class _LayerWeights:

@@ -62,6 +62,11 @@ class ModelWindow:
         self.end = length
         return logits
 
+    def expand(self, children: int) -> None:
+        """Follow the tiling of every environment's beams ``children`` times."""
+        if self.decoder is not None and self.start is not None:
+            self.decoder.expand(children)
+
     def select(self, rows: Tensor) -> None:
         """Follow a repeat or reordering of the beam rows."""
         if self.decoder is not None and self.start is not None:

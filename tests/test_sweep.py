@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from test_train import TINY  # a tiny model and budget: seconds per job on one core
 from ttrl.checkpoint import load_bundle
 from ttrl.config import compose_config
 from ttrl.evaluation import evaluate_training_run
@@ -21,17 +22,7 @@ from ttrl.training import hand_over_stop_signal, preempted_exit_code, train
 from ttrl.training.logger import config_group
 
 REPO = Path(__file__).resolve().parents[1]
-# A tiny model and budget (seconds per job on one core); evaluation: one short episode, tiny beam.
-TINY = [
-    "model=tiny",
-    "logger=disabled",
-    "device=cpu",
-    "trainer.batch_size=8",
-    "trainer.eval_interval=4",
-    "trainer.val_batches=2",
-    "trainer.progress=false",
-    "data.val_fraction=0.25",
-]
+# Evaluation after training: two short episodes with a tiny beam.
 TINY_EVAL = [
     "evaluate.n_episodes=2",
     "evaluate.max_episode_steps=3",
@@ -40,14 +31,14 @@ TINY_EVAL = [
 ]
 
 
-def run_train(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
+TRAIN_SCRIPT = [sys.executable, str(REPO / "scripts" / "train.py")]
+
+
+def run_train(cwd: Path, *overrides: str, path: str | None = None) -> subprocess.CompletedProcess:
+    """scripts/train.py in a subprocess on one thread (``path``: another PATH)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": path or os.environ["PATH"]}
     return subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train.py"), *overrides],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [*TRAIN_SCRIPT, *overrides], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
     )
 
 
@@ -145,21 +136,14 @@ def test_slurm_launcher_submits_one_gpu_jobs_that_requeue(tmp_path):
     for name, text in [("sbatch", FAKE_SBATCH), ("srun", "#!/bin/sh\nexit 1\n")]:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts" / "train.py"),
-            "-m",
-            "hydra/launcher=slurm",
-            "hydra.launcher.partition=gpu",
-            "seed=0,1",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"},
+    proc = run_train(
+        tmp_path,
+        "-m",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=gpu",
+        "seed=0,1",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        path=f"{bin_dir}:{os.environ['PATH']}",
     )
     assert proc.returncode != 0 and "fake sbatch: not a cluster" in proc.stderr
     lines = set((bin_dir / "sbatch_script.sh").read_text().splitlines())
@@ -299,8 +283,7 @@ def test_submitit_requeue_after_usr2_resumes_in_the_same_run_dir(tiny_dataset, t
     run_dir = sweep / "0-halfcheetah-random-s0"
     process = subprocess.Popen(
         [
-            sys.executable,
-            str(REPO / "scripts" / "train.py"),
+            *TRAIN_SCRIPT,
             "-m",
             "hydra/launcher=local",
             "env=halfcheetah-random",

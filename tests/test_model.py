@@ -16,7 +16,6 @@ from ttrl.model import (
     TrajectoryTransformerOutput,
     reorder_cache,
 )
-from ttrl.model.transformer import Dropout, cpu_dropout_attention, dropout_scale_mask
 
 # 3 observation dims + 2 action dims + reward + value: T = 7; 5 transitions - 1 = 34 tokens.
 TINY = dict(
@@ -257,57 +256,6 @@ def test_reordered_cache_continues_the_selected_rows():
 
 
 # --- training mode -----------------------------------------------------------------------------
-
-
-def attention_inputs(batch=2, n_head=2, past=5, length=23, head_dim=8, dtype=torch.float32):
-    """Queries for positions past..past+length-1 of a window, with its allowed (query, key) mask."""
-    generator = torch.Generator().manual_seed(0)
-    end = past + length
-    q = torch.randn(batch, n_head, length, head_dim, generator=generator, dtype=dtype)
-    k, v = (
-        torch.randn(batch, n_head, end, head_dim, generator=generator, dtype=dtype)
-        for _ in range(2)
-    )
-    return q, k, v, tiny_model().allowed[past:end, :end]
-
-
-def test_cpu_training_attention_without_dropout_equals_one_masked_call():
-    q, k, v, allowed = attention_inputs()
-    whole = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    chunked = cpu_dropout_attention(q, k, v, allowed, 0.0, 6)
-    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
-
-
-def test_cpu_training_attention_is_unbiased_dropout_of_the_attention_weights():
-    q, k, v, allowed = attention_inputs()
-    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-    torch.manual_seed(0)
-    draws = torch.stack([cpu_dropout_attention(q, k, v, allowed, 0.3, 6) for _ in range(2000)])
-    assert not torch.allclose(draws[0], expected)
-    standard_error = draws.std(0) / math.sqrt(len(draws))
-    assert torch.all((draws.mean(0) - expected).abs() <= 5 * standard_error + 1e-6)
-
-
-def test_cpu_training_attention_gradients():
-    q, k, v, allowed = attention_inputs(1, 1, past=3, length=10, head_dim=4, dtype=torch.float64)
-    q, k, v = (t.requires_grad_() for t in (q, k, v))
-
-    def seeded(q, k, v):  # the same dropout mask on every call
-        torch.manual_seed(0)
-        return cpu_dropout_attention(q, k, v, allowed, 0.3, 4)
-
-    assert torch.autograd.gradcheck(seeded, (q, k, v))
-
-
-def test_dropout_mask_keeps_the_expected_fraction_scaled():
-    torch.manual_seed(0)
-    mask = dropout_scale_mask(torch.empty(100_000), 0.1)
-    assert torch.all((mask == 0) | torch.isclose(mask, torch.tensor(1 / 0.9)))
-    dropped = (mask == 0).float().mean().item()
-    assert abs(dropped - 0.1) < 5 * math.sqrt(0.1 * 0.9 / 100_000)
-    layer = Dropout(0.1)
-    x = torch.randn(50)
-    assert torch.equal(layer.eval()(x), x)
 
 
 def test_training_step_uses_dropout_and_reduces_the_loss():

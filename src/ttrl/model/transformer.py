@@ -7,10 +7,7 @@ key/value cache these position-dependent parts continue at the cached length, so
 the same logits as running the whole sequence at once.
 
 Parameter names follow the HuggingFace ``TrajectoryTransformerModel``, so state dicts map one to one.
-
-Attention is ``scaled_dot_product_attention`` with the boolean mask, except in CPU training with
-attention dropout: there no fused kernel exists, and :func:`cpu_dropout_attention` computes the same
-masked softmax + dropout over query chunks (about half the work of one unfused call).
+Attention is ``scaled_dot_product_attention`` with that boolean mask.
 """
 
 from __future__ import annotations
@@ -62,48 +59,6 @@ def reorder_cache(past_key_values: PastKeyValues, index: Tensor) -> PastKeyValue
     )
 
 
-def dropout_scale_mask(x: Tensor, p: float) -> Tensor:
-    """A dropout mask like ``x``: ``1/(1-p)`` with probability ``1-p``, else 0.
-
-    Drawn from float32 uniforms (as CUDA's dropout does); on CPU this is about twice as fast as
-    ``bernoulli_``, which draws a double per element.
-    """
-    return torch.empty_like(x).uniform_().ge_(p).mul_(1.0 / (1.0 - p))
-
-
-class Dropout(nn.Dropout):
-    """``nn.Dropout`` whose CPU training mask comes from :func:`dropout_scale_mask`."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.training and self.p > 0.0 and x.device.type == "cpu":
-            return x * dropout_scale_mask(x, self.p)
-        return super().forward(x)
-
-
-def cpu_dropout_attention(
-    query: Tensor, key: Tensor, value: Tensor, allowed: Tensor, dropout_p: float, chunk: int
-) -> Tensor:
-    """Masked attention with dropout on the attention weights, ``chunk`` queries at a time.
-
-    CPU has no fused attention kernel with dropout; the unfused one samples a mask over every
-    (query, key) pair. Here each chunk of queries only meets the keys up to its last query (about
-    half the matrix), so half the random numbers and memory traffic. ``allowed`` is the boolean
-    (query, key) mask of these queries; the result is distributed as one masked call.
-    """
-    n_past = key.shape[2] - query.shape[2]
-    scaled_query = query * query.shape[-1] ** -0.5
-    outputs = []
-    for begin in range(0, query.shape[2], chunk):
-        stop = min(begin + chunk, query.shape[2])
-        visible = n_past + stop
-        scores = torch.matmul(scaled_query[:, :, begin:stop], key[:, :, :visible].transpose(-1, -2))
-        hidden = ~allowed[begin:stop, :visible]
-        weights = scores.masked_fill_(hidden, float("-inf")).softmax(dim=-1)
-        weights = weights * dropout_scale_mask(weights, dropout_p)
-        outputs.append(torch.matmul(weights, value[:, :, :visible]))
-    return torch.cat(outputs, dim=2)
-
-
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention whose allowed (query, key) pairs come from a given boolean mask."""
 
@@ -114,12 +69,9 @@ class CausalSelfAttention(nn.Module):
         self.query = nn.Linear(d, d)
         self.value = nn.Linear(d, d)
         self.proj = nn.Linear(d, d)
-        self.resid_drop = Dropout(config.resid_pdrop)
+        self.resid_drop = nn.Dropout(config.resid_pdrop)
         self.attn_pdrop = config.attn_pdrop
         self.n_head = config.n_head
-        # Queries per chunk of CPU training attention (see cpu_dropout_attention); CUDA and
-        # dropout-free calls use one fused scaled_dot_product_attention.
-        self.query_chunk = 3 * config.transition_dim
 
     def forward(
         self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
@@ -134,12 +86,9 @@ class CausalSelfAttention(nn.Module):
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
         dropout_p = self.attn_pdrop if self.training else 0.0
-        if dropout_p > 0.0 and x.device.type == "cpu":
-            y = cpu_dropout_attention(query, key, value, allowed, dropout_p, self.query_chunk)
-        else:
-            y = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=allowed, dropout_p=dropout_p
-            )
+        y = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=allowed, dropout_p=dropout_p
+        )
         y = y.transpose(1, 2).reshape(batch, length, d)
         return self.resid_drop(self.proj(y)), (key, value)
 
@@ -156,7 +105,7 @@ class Block(nn.Module):
         self.l1 = nn.Linear(d, 4 * d)
         self.act = nn.GELU()
         self.l2 = nn.Linear(4 * d, d)
-        self.drop = Dropout(config.resid_pdrop)
+        self.drop = nn.Dropout(config.resid_pdrop)
 
     def forward(
         self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
@@ -215,7 +164,7 @@ class TrajectoryTransformer(nn.Module):
         n_bins, n_dims, block = config.vocab_size, config.transition_dim, config.block_size
         self.tok_emb = nn.Embedding(n_bins * n_dims + 1, config.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, block, config.n_embd))
-        self.drop = Dropout(config.embd_pdrop)
+        self.drop = nn.Dropout(config.embd_pdrop)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd)
         self.head = DimensionHeads(config)

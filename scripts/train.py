@@ -36,7 +36,8 @@ def main(cfg: DictConfig) -> float | None:
     if metrics["signal"] is not None:
         hand_over_stop_signal(metrics["signal"])
     if is_main_process():
-        evaluate_training_run(OmegaConf.to_container(cfg, resolve=True), run_dir)
+        config = OmegaConf.to_container(cfg, resolve=True)
+        evaluate_training_run(config, run_dir, step=metrics["step"])
     return metrics.get("val/loss")
 
 

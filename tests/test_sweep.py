@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from test_train import TINY  # a tiny model and budget: seconds per job on one core
 from ttrl.checkpoint import load_bundle
 from ttrl.config import compose_config
+from ttrl.errors import TtrlError
 from ttrl.evaluation import evaluate_training_run
 from ttrl.training import hand_over_stop_signal, preempted_exit_code, train
 from ttrl.training.logger import config_group
@@ -68,6 +69,7 @@ def test_multirun_gives_each_job_a_run_dir_and_an_evaluation_and_report_reads_th
         assert results["dataset"] == dataset and len(results["episodes"]) == 2
         assert results["config"]["checkpoint"] == str(run_dir / "checkpoints" / "last.pt")
         assert results["config"]["planner"]["beam_width"] == 2
+        assert results["config"]["plan"]["after_training"]["step"] == 2
         assert all(1 <= e["length"] <= 3 for e in results["episodes"])  # hopper may fall
 
     report = subprocess.run(
@@ -242,23 +244,33 @@ def test_rerun_of_a_sweep_resumes_its_job_in_the_same_dir(tiny_dataset, tmp_path
     run_dir = sweep / "0-halfcheetah-random-s0"
     assert submitit_local_sweep(tmp_path, sweep, "trainer.max_steps=2").returncode == 0
     results = run_dir / "plan" / "final" / "results.json"
-    written = results.stat().st_mtime_ns
     again = submitit_local_sweep(tmp_path, sweep, "trainer.max_steps=4")
     assert again.returncode == 0, again.stderr[-3000:]
     assert [p.name for p in sweep.iterdir() if p.name[0].isdigit()] == [run_dir.name]
     assert "resumed from step 2" in (run_dir / "train.log").read_text()
     assert load_bundle(run_dir)["trainer"]["step"] == 4
-    assert results.stat().st_mtime_ns == written  # the evaluation that exists is kept
+    # trained on: planned again with the new checkpoint
+    assert json.loads(results.read_text())["config"]["plan"]["after_training"]["step"] == 4
+    written = results.stat().st_mtime_ns
+    same = submitit_local_sweep(tmp_path, sweep, "trainer.max_steps=4")
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert results.stat().st_mtime_ns == written  # nothing changed: the evaluation is kept
 
 
 def test_evaluation_after_training_is_skipped_when_off_or_already_done(tmp_path):
     cfg = OmegaConf.to_container(compose_config(overrides=["evaluate.n_episodes=0"]), resolve=True)
-    assert evaluate_training_run(cfg, tmp_path / "no-run") is None  # off: nothing is loaded
+    assert evaluate_training_run(cfg, tmp_path / "no-run", step=7) is None  # off: nothing loaded
     cfg["evaluate"]["n_episodes"] = 5
-    done = tmp_path / "run" / "plan" / "final" / "results.json"
-    done.parent.mkdir(parents=True)
-    done.write_text("{}")
-    assert evaluate_training_run(cfg, tmp_path / "run") is None  # no checkpoint needed either
+    done = {"step": 7, "evaluate": cfg["evaluate"], "planner": cfg["planner"]}
+    results = tmp_path / "run" / "plan" / "final" / "results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"config": {"plan": {"after_training": done}}}))
+    assert evaluate_training_run(cfg, tmp_path / "run", step=7) is None  # same step and settings
+    with pytest.raises(TtrlError, match="no checkpoint"):  # trained on: it plans again
+        evaluate_training_run(cfg, tmp_path / "run", step=8)
+    cfg["planner"]["horizon"] = 3
+    with pytest.raises(TtrlError, match="no checkpoint"):  # other planner settings: again
+        evaluate_training_run(cfg, tmp_path / "run", step=7)
 
 
 def submitit_task_pids(folder: Path) -> list[int]:

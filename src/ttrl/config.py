@@ -130,7 +130,8 @@ class EvaluateConfig:
     """Planner evaluation of the final checkpoint (``last.pt``) once training has finished.
 
     Results go to ``<run_dir>/plan/<name>/`` (results.json, results.csv, ...), as ``scripts/plan.py``
-    writes them, with the run's own planner settings; an existing ``results.json`` there is kept.
+    writes them, with the run's own planner settings; results of the same checkpoint step and
+    settings are not planned again (a requeued job).
     """
 
     n_episodes: int = 0  # episodes planned together after training (0 = no evaluation)

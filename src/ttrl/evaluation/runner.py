@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -148,18 +149,20 @@ def run_planning(
 
 
 def evaluate_training_run(
-    train_config: Mapping[str, Any], run_dir: str | os.PathLike
+    train_config: Mapping[str, Any], run_dir: str | os.PathLike, step: int | None = None
 ) -> EpisodeResults | None:
     """Plan with a finished run's ``last.pt`` as its ``evaluate`` section says (``scripts/train.py``).
 
     Writes ``<run_dir>/plan/<evaluate.name>/`` exactly as ``scripts/plan.py run_dir=<run_dir>``
-    would, with the run's own planner settings and W&B project/group. Returns None without planning
-    when ``evaluate.n_episodes`` is 0 or that folder already holds a results.json (a re-run or
-    requeued job does not plan twice).
+    would, with the run's own planner settings and W&B project/group, and records ``step`` (the
+    checkpoint's optimiser step) with the evaluate and planner settings. Returns None without
+    planning when ``evaluate.n_episodes`` is 0 or the folder already holds the results of the same
+    step and settings (a requeued or re-run job does not plan twice; one that trained on does).
     """
     evaluate_cfg = train_config["evaluate"]
     out_dir = Path(run_dir) / PLAN_SUBDIR / evaluate_cfg["name"]
-    if evaluate_cfg["n_episodes"] <= 0 or (out_dir / RESULTS_JSON).is_file():
+    evaluated = {"step": step, "evaluate": evaluate_cfg, "planner": train_config["planner"]}
+    if evaluate_cfg["n_episodes"] <= 0 or evaluated_before(out_dir) == evaluated:
         return None
     plan_config = {
         "run_dir": str(run_dir),
@@ -173,5 +176,15 @@ def evaluate_training_run(
         "progress": train_config["trainer"]["progress"],
         "name": evaluate_cfg["name"],
         "logger": {"mode": None, "project": None, "entity": None, "group": None},
+        "after_training": evaluated,
     }
     return run_planning(plan_config, out_dir)
+
+
+def evaluated_before(out_dir: Path) -> dict[str, Any] | None:
+    """What an earlier :func:`evaluate_training_run` in ``out_dir`` recorded (None if nothing)."""
+    try:
+        results = json.loads((out_dir / RESULTS_JSON).read_text())
+        return results["config"]["plan"]["after_training"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None

@@ -93,7 +93,9 @@ def test_runs_differing_only_in_seed_share_a_wandb_group():
     assert group(paper, "seed=0") == group(paper, "seed=1") == group(paper, "seed=2")
     assert group(paper).startswith("hopper-medium-")
     assert group(paper) != group("experiment=paper/walker2d-medium")
-    assert group(paper) != group(paper, "evaluate.n_episodes=10")
+    # evaluating after training does not change what is trained: the plain run joins the group
+    assert group(paper) == group("env=hopper-medium") == group(paper, "evaluate.n_episodes=10")
+    assert group(paper) != group(paper, "planner.horizon=5")
 
 
 @pytest.mark.parametrize(

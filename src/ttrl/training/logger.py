@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 # Config sections that do not change what is trained, left out of the W&B group name.
-GROUP_EXCLUDED_KEYS = ("seed", "run_dir", "device", "logger")
+GROUP_EXCLUDED_KEYS = ("seed", "run_dir", "device", "logger", "evaluate")
 STEP_METRIC = "step"
 
 

@@ -213,7 +213,7 @@ def test_failed_job_finishes_its_wandb_run_and_the_next_job_gets_its_own(
     runs_b = list((tmp_path / "b" / "wandb").glob("offline-run-*"))
     assert len(runs_a) == 1 and len(runs_b) == 1
     run_id = load_bundle(tmp_path / "b")["trainer"]["wandb_run_id"]
-    assert runs_b[0].name.endswith(run_id) and not runs_a[0].name.endswith(run_id)
+    assert run_id in runs_b[0].name and run_id not in runs_a[0].name
 
 
 def submitit_local_sweep(cwd: Path, sweep: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -555,7 +555,8 @@ def export_policy(
         "seed": cfg.seed,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": "python " + shlex.join(sys.argv),
-        "algorithm": "SAC (stable-baselines3 defaults, MlpPolicy 256-256)",
+        "algorithm": "SAC (stable-baselines3, MlpPolicy 256-256; its defaults except sac_kwargs)",
+        "sac_kwargs": {"learning_starts": cfg.learning_starts, **cfg.sac},
     }
     out_dir = Path(cfg.export_dir) / spec.name
     path = save_actor(out_dir / f"{level}.pt", actor, info)

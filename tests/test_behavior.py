@@ -194,7 +194,6 @@ def test_shipped_policy_loads_and_acts(path):
     env.close()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("path", SHIPPED, ids=[f"{p.parent.name}-{p.stem}" for p in SHIPPED])
 def test_shipped_policy_return_matches_its_record(path):
     """Three fresh episodes: their mean is within the recorded mean's statistical range."""

@@ -55,6 +55,10 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
     )
     plan.add_argument("--seed", type=int, default=0)
     plan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    plan.add_argument(
+        "--n-envs", type=int, default=1, help="episodes planned together in one batch"
+    )
+    plan.add_argument("--device", default="cpu", help="cpu or cuda")
     plan.set_defaults(run=run_plan)
 
 
@@ -71,6 +75,8 @@ def run_plan(args: argparse.Namespace) -> dict:
         uncached_decisions=args.uncached_decisions,
         seed=args.seed,
         threads=args.threads,
+        n_envs=args.n_envs,
+        device=args.device,
     )
 
 

@@ -42,13 +42,16 @@ def test_plan_benchmark_prints_one_json_line(capsys):
             "1",
             "--threads",
             "1",
+            "--n-envs",
+            "3",
         ]
     )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     result = json.loads(lines[0])
     assert result["benchmark"] == "plan" and result["env"] == "hopper"
-    assert result["same_plan_cached_vs_uncached"] is True
+    assert result["n_envs"] == 3 and result["device"] == "cpu"
+    assert result["same_plan_cached_vs_uncached"] is True  # all three environments' plans
     assert result["cached_ms_per_decision"] > 0 and result["uncached_ms_per_decision"] > 0
     assert result["speedup"] == pytest.approx(
         result["uncached_ms_per_decision"] / result["cached_ms_per_decision"], rel=0.05

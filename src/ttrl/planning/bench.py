@@ -23,9 +23,10 @@ from ttrl.planning.context import PlanningContext
 
 
 def build_random_planner_inputs(
-    env: str, context: int, seed: int = 0, training_transitions: int = 10
+    env: str, context: int, seed: int = 0, training_transitions: int = 10, n_envs: int = 1
 ) -> tuple[Any, Any, torch.Tensor]:
-    """A random model, a discretiser fit on random data and a prefix with ``context`` transitions."""
+    """A random model, a discretiser fit on random data and ``n_envs`` prefixes of ``context``
+    transitions each (one row per environment)."""
     from ttrl.data.registry import ENVS
     from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
@@ -44,11 +45,17 @@ def build_random_planner_inputs(
     model = TrajectoryTransformer(config).eval()
     rng = np.random.default_rng(seed)
     discretizer = Discretizer.fit(rng.normal(size=(10_000, T)), n_bins=config.vocab_size)
-    planning_context = PlanningContext(discretizer, S, A, n_envs=1, context_transitions=context)
-    planning_context.reset(rng.normal(size=(1, S)))
+    planning_context = PlanningContext(
+        discretizer, S, A, n_envs=n_envs, context_transitions=context
+    )
+    planning_context.reset(rng.normal(size=(n_envs, S)))
+    rows = list(range(n_envs))
     for _ in range(context):
         planning_context.append(
-            [0], rng.normal(size=(1, A)), rng.normal(size=1), rng.normal(size=(1, S))
+            rows,
+            rng.normal(size=(n_envs, A)),
+            rng.normal(size=n_envs),
+            rng.normal(size=(n_envs, S)),
         )
     return model, discretizer, planning_context.prefix()
 
@@ -62,7 +69,8 @@ def time_decisions(
     cpu_start = time.process_time()
     for i in range(decisions):
         start = time.perf_counter()
-        planner.plan(prefix, generator=torch.Generator().manual_seed(seed + i))
+        generator = torch.Generator(prefix.device).manual_seed(seed + i)
+        planner.plan(prefix, generator=generator).tokens.cpu()  # waits for the device
         wall.append((time.perf_counter() - start) * 1000.0)
     cpu = (time.process_time() - cpu_start) * 1000.0 / decisions
     return {"mean": sum(wall) / len(wall), "best": min(wall), "cpu": cpu}
@@ -78,17 +86,29 @@ def benchmark_planner(
     uncached_decisions: int = 1,
     seed: int = 0,
     threads: int | None = None,
+    n_envs: int = 1,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Time the cached and the uncached planner on the same inputs; check they plan the same.
 
     The first plan of each (the comparison) is an untimed warm-up; ``uncached_decisions=0`` skips
-    the uncached planner and the comparison. ``threads`` sets torch's thread
+    the uncached planner and the comparison. ``n_envs`` environments are planned together in one
+    batch (each call is then one decision for each of them); ``threads`` sets torch's thread
     count (None: torch's default). The machine's load average is reported with the timings, since
     other processes on a small machine slow every number down.
     """
     with torch_threads(threads):
         return _time_both(
-            env, horizon, beam_width, n_expand, context, decisions, uncached_decisions, seed
+            env,
+            horizon,
+            beam_width,
+            n_expand,
+            context,
+            decisions,
+            uncached_decisions,
+            seed,
+            n_envs,
+            torch.device(device),
         )
 
 
@@ -112,17 +132,20 @@ def _time_both(
     decisions: int,
     uncached_decisions: int,
     seed: int,
+    n_envs: int,
+    device: torch.device,
 ) -> dict[str, Any]:
-    model, discretizer, prefix = build_random_planner_inputs(env, context, seed)
+    model, discretizer, prefix = build_random_planner_inputs(env, context, seed, n_envs=n_envs)
+    model, prefix = model.to(device), prefix.to(device)
     settings = dict(
         horizon=horizon, beam_width=beam_width, n_expand=n_expand, context_transitions=context
     )
     cached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=True))
     uncached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=False))
-    cached_plan = cached.plan(prefix, generator=torch.Generator().manual_seed(seed)).tokens
+    cached_plan = cached.plan(prefix, generator=torch.Generator(device).manual_seed(seed)).tokens
     same_plan = None  # checked only when the uncached planner is timed too (it is slow)
     if uncached_decisions:
-        uncached_plan = uncached.plan(prefix, generator=torch.Generator().manual_seed(seed))
+        uncached_plan = uncached.plan(prefix, generator=torch.Generator(device).manual_seed(seed))
         same_plan = torch.equal(cached_plan, uncached_plan.tokens)
     cached_ms = time_decisions(cached, prefix, decisions, seed)
     uncached_ms = (
@@ -137,6 +160,7 @@ def _time_both(
         "beam_width": beam_width,
         "n_expand": n_expand,
         "context": context,
+        "n_envs": n_envs,
         "window": cached.config.window_transitions,
         "decisions": decisions,
         "uncached_decisions": uncached_decisions,
@@ -145,9 +169,11 @@ def _time_both(
         "cached_cpu_ms_per_decision": round(cached_ms["cpu"], 1),
         "uncached_ms_per_decision": None if uncached_ms is None else round(uncached_ms, 1),
         "speedup": None if uncached_ms is None else round(uncached_ms / cached_ms["mean"], 1),
+        # n_envs episodes of 1000 steps, replanning every step, at this speed
+        "episodes_of_1000_steps_s": round(cached_ms["mean"], 1),
         "same_plan_cached_vs_uncached": same_plan,
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
-        "device": "cpu",
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
     }

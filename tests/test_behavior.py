@@ -22,6 +22,7 @@ from ttrl.data.behavior import (
     evaluate_policy,
     load_actor,
     load_policy,
+    medium_snapshot,
     policy_info,
     train_behavior,
 )
@@ -204,3 +205,15 @@ def test_shipped_policy_return_matches_its_record(path):
         info["return_mean"]
     )
     assert abs(fresh.mean - info["return_mean"]) <= tolerance
+
+
+def test_medium_point_is_the_snapshot_closest_to_the_target_around_the_crossing():
+    def snaps(*returns):
+        return [{"step": 5000 * (i + 1), "return_mean": r} for i, r in enumerate(returns)]
+
+    target = 1078.0
+    # Learning jumped far past the target: the snapshot before the crossing is the medium policy.
+    assert medium_snapshot(snaps(845.0, 1055.0, 2231.0), target)["step"] == 10_000
+    # The crossing snapshot is closer: it is the medium policy.
+    assert medium_snapshot(snaps(700.0, 1090.0), target)["step"] == 10_000
+    assert medium_snapshot(snaps(1500.0), target)["step"] == 5000

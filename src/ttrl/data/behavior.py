@@ -461,6 +461,27 @@ def _rewind_state(state: _RunState, steps: int) -> None:
         state.medium_step, state.medium_snapshot = None, None
 
 
+def medium_snapshot(snapshots: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The medium point once ``snapshots[-1]`` is the first to reach ``target``: that snapshot, or the
+    one before it when that one is closer to the target (learning can jump far past it in one interval).
+    """
+    crossing = snapshots[-1]
+    if len(snapshots) > 1:
+        before = snapshots[-2]
+        if abs(before["return_mean"] - target) < abs(crossing["return_mean"] - target):
+            return before
+    return crossing
+
+
+def save_medium_point(
+    buffer: Any, snapshot: dict[str, Any], run_dir: Path, cfg: BehaviorTrainingConfig
+) -> None:
+    """Save the replay buffer up to the medium ``snapshot`` and, with ``cfg.export_dir``, ship both."""
+    save_replay_buffer_prefix(buffer, snapshot["step"], run_dir / "medium_replay.npz")
+    if cfg.export_dir:
+        export_policy(run_dir, snapshot, "medium", cfg)
+
+
 def _done(state: _RunState, cfg: BehaviorTrainingConfig) -> bool:
     """Training ends at ``total_steps``, or at the medium point when ``stop_at_medium``."""
     return state.steps >= cfg.total_steps or (cfg.stop_at_medium and state.medium_step is not None)
@@ -508,13 +529,12 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
                 f"(normalised {record['normalized_score']:.1f})"
             )
             if state.medium_step is None and record["return_mean"] >= medium_return:
-                state.medium_step, state.medium_snapshot = state.steps, record["file"]
-                save_replay_buffer_prefix(
-                    model.replay_buffer, state.steps, run_dir / "medium_replay.npz"
+                medium = medium_snapshot(state.snapshots, medium_return)
+                state.medium_step, state.medium_snapshot = medium["step"], medium["file"]
+                save_medium_point(model.replay_buffer, medium, run_dir, cfg)
+                bar.write(
+                    f"medium point: step {medium['step']}, return {medium['return_mean']:.1f}"
                 )
-                bar.write(f"medium point reached at step {state.steps}")
-                if cfg.export_dir:
-                    export_policy(run_dir, record, "medium", cfg)
             state.finished = _done(state, cfg)
             if state.steps % cfg.checkpoint_interval == 0 or state.finished:
                 _save_checkpoint(model, run_dir)

@@ -38,10 +38,14 @@ def save_bundle(path: str | os.PathLike, **parts: Any) -> Path:
 def find_bundle(path: str | os.PathLike, which: str = "last") -> Path:
     """Resolve a bundle file, a directory holding ``model.pt``, or a run dir to a bundle path."""
     path = Path(path)
-    candidates = [path] if path.is_file() else [
-        path / CHECKPOINT_DIR / f"{which}.pt",
-        path / "model.pt",
-    ]
+    candidates = (
+        [path]
+        if path.is_file()
+        else [
+            path / CHECKPOINT_DIR / f"{which}.pt",
+            path / "model.pt",
+        ]
+    )
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -61,7 +65,11 @@ def load_bundle(path: str | os.PathLike, which: str = "last", map_location: Any 
     try:
         bundle = torch.load(file, map_location=map_location, weights_only=False)
     except Exception as err:  # a truncated or foreign file
-        raise TtrlError(f"cannot read checkpoint {file}: {err}; it may be truncated or not a ttrl bundle") from err
+        raise TtrlError(
+            f"cannot read checkpoint {file}: {err}; it may be truncated or not a ttrl bundle"
+        ) from err
     if not isinstance(bundle, dict) or bundle.get("format") != BUNDLE_FORMAT:
-        raise TtrlError(f"{file} is not a ttrl checkpoint bundle; pass one written by scripts/train.py")
+        raise TtrlError(
+            f"{file} is not a ttrl checkpoint bundle; pass one written by scripts/train.py"
+        )
     return bundle

@@ -71,7 +71,6 @@ def load_checkpoint_with_dataset(
     dataset: str,
     data_config: Mapping[str, Any],
     source: str = "auto",
-    map_location: Any = "cpu",
 ) -> PlanningInputs:
     """A HuggingFace-format (or weights-only) checkpoint, its discretiser refit on ``dataset``.
 

@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch keeps the venv small; on a CUDA machine use e.g. `make setup TORCH=torch`.
 TORCH ?= torch==2.13.0
-EXTRAS ?= dev,hf,behavior
+EXTRAS ?= dev,hf,behavior,slurm,optuna
 STAMP := $(VENV)/.installed
 
 help: ## Show this help
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-setup: $(STAMP) ## Create .venv with ttrl and its dev, hf and behavior extras
+setup: $(STAMP) ## Create .venv with ttrl and its dev, hf, behavior, slurm and optuna extras
 .PHONY: help setup test test-slow test-gpu test-all lint format demo bench clean
 
 test: $(STAMP) ## Run the default test suite (CPU, a few minutes)

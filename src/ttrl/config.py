@@ -287,6 +287,10 @@ def compose_error_message(err: BaseException, script: str = "scripts/train.py") 
             parts.append(lines[0].rstrip("."))
         err = err.__cause__ or err.__context__
     message = ": ".join(parts) or "invalid config"
+    if "hydra/launcher/submitit" in message:
+        return f"{message}; the Slurm/local launchers need the slurm extra: pip install -e '.[slurm]'"
+    if "hydra/sweeper/optuna" in message:
+        return f"{message}; the Optuna sweeper needs the optuna extra: pip install -e '.[optuna]'"
     return (
         f"{message}; check the key's spelling and type in configs/ "
         f"(`python {script} --cfg job` prints the composed config)"

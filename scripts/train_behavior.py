@@ -1,6 +1,6 @@
 """Train a SAC behaviour policy for the D4RL-recipe datasets; re-running the same command resumes it.
 
-    python scripts/train_behavior.py env=hopper total_steps=200000 stop_at_medium=true export_dir=policies
+python scripts/train_behavior.py env=hopper total_steps=200000 stop_at_medium=true export_dir=policies
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from ttrl.data.behavior import (
     shipped_policy_path,
     train_behavior_command,
 )
-from ttrl.data.collect import collect_dataset, collect_episodes, write_minari_dataset
+from ttrl.data.collect import collect_dataset, collect_episodes, write_level_dataset
 from ttrl.data.registry import (
     ENVS,
     minari_dataset_exists,
@@ -87,21 +87,10 @@ def make_level_dataset(
         episodes, metadata = _rollout_episodes(
             env, level, n_steps, seed, policies_dir, progress, max_episode_steps
         )
-    info = ENVS[env]
-    metadata = {
-        "name": name,
-        "recipe": f"D4RL {level}",
-        "seed": seed,
-        "ref_source": "D4RL",
-        **metadata,
-    }
-    return write_minari_dataset(
-        dataset_id,
+    return write_level_dataset(
+        name,
         episodes,
-        info.env_id,
-        info.ref_min_score,
-        info.ref_max_score,
-        metadata=metadata,
+        {"recipe": f"D4RL {level}", "seed": seed, **metadata},
         overwrite=overwrite,
         description=f"{name} made locally by ttrl with D4RL's recipe for the {level} level",
     )

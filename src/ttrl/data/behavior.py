@@ -494,6 +494,7 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
     point), ``medium_replay.npz`` (the buffer up to the medium point) and ``checkpoint.npz`` (to resume).
     Returns the final state as a dict.
     """
+    from stable_baselines3.common.logger import Logger
     from tqdm.auto import tqdm
 
     torch.set_num_threads(cfg.torch_threads)
@@ -502,6 +503,8 @@ def train_behavior(cfg: BehaviorTrainingConfig, run_dir: str | Path) -> dict[str
     resumed = (run_dir / CHECKPOINT_FILE).is_file()
     state = _read_state(run_dir) if resumed else _RunState()
     model = _load_checkpoint(run_dir, spec) if resumed else _make_sac(cfg, spec)
+    # Without a logger of its own, every learn() call makes an empty SB3-<time> folder in /tmp.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     if resumed:
         _rewind_state(state, int(model.num_timesteps))
     # D4RL's medium level: about 1/3 of the expert's return (its reference max score).

@@ -288,7 +288,9 @@ def compose_error_message(err: BaseException, script: str = "scripts/train.py") 
         err = err.__cause__ or err.__context__
     message = ": ".join(parts) or "invalid config"
     if "hydra/launcher/submitit" in message:
-        return f"{message}; the Slurm/local launchers need the slurm extra: pip install -e '.[slurm]'"
+        return (
+            f"{message}; the Slurm/local launchers need the slurm extra: pip install -e '.[slurm]'"
+        )
     if "hydra/sweeper/optuna" in message:
         return f"{message}; the Optuna sweeper needs the optuna extra: pip install -e '.[optuna]'"
     return (

@@ -21,6 +21,11 @@ def add_train_command(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--no-hf", action="store_true", help="skip timing the transformers port")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    train.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also profile ms/step by kind of op (matmul, dropout masks, softmax, other); CPU only",
+    )
     train.set_defaults(run=run_train)
 
 
@@ -38,6 +43,7 @@ def run_train(args: argparse.Namespace) -> dict:
         compare_hf=not args.no_hf,
         seed=args.seed,
         threads=args.threads,
+        breakdown=args.breakdown,
     )
 
 

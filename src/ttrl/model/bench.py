@@ -116,6 +116,28 @@ def time_interleaved(
     return {name: seconds / n_steps for name, seconds in total.items()}
 
 
+# aten ops by the kind of work they do, for --breakdown; everything else counts as "other".
+OP_KINDS = {
+    "matmul": ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm"),
+    "dropout_masks": ("aten::bernoulli_", "aten::uniform_", "aten::rand", "aten::native_dropout"),
+    "softmax": ("aten::_softmax", "aten::_softmax_backward_data", "aten::_safe_softmax"),
+}
+
+
+def step_time_by_kind(step: Callable[[], None], n_steps: int) -> dict[str, float]:
+    """CPU milliseconds per step spent in each kind of op (self time), from torch's profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(n_steps):
+            step()
+    kind_of = {op: kind for kind, ops in OP_KINDS.items() for op in ops}
+    totals = dict.fromkeys([*OP_KINDS, "other"], 0.0)
+    for event in profiler.key_averages():
+        totals[kind_of.get(event.key, "other")] += event.self_cpu_time_total / 1000 / n_steps
+    return {kind: round(ms, 1) for kind, ms in totals.items()}
+
+
 def benchmark_training(
     env: str = "halfcheetah",
     batch_size: int = 64,
@@ -127,16 +149,20 @@ def benchmark_training(
     compare_hf: bool = True,
     seed: int = 0,
     threads: int | None = None,
+    breakdown: bool = False,
 ) -> dict[str, Any]:
     """Tokens/s, ms/step and peak memory of training steps on one full block per sequence.
 
     With ``compare_hf`` and transformers importable, the transformers port (always eager) is timed on
     the same weights and batch and ``ttrl_over_hf`` is the ratio of tokens/s. ``threads`` sets torch's
-    CPU threads (default: torch's choice).
+    CPU threads (default: torch's choice). ``breakdown`` (CPU only) adds each contender's profiled
+    milliseconds per step by kind of op (matmul, dropout masks, softmax, other), after the timing.
     """
     if steps < 1 or warmup < 1 or batch_size < 1:
         raise TtrlError("--steps, --warmup and --batch-size must be at least 1")
     target = torch.device(device)
+    if breakdown and target.type != "cpu":
+        raise TtrlError("--breakdown profiles CPU ops only; drop it, or use --device cpu")
     if target.type == "cuda" and not torch.cuda.is_available():
         raise TtrlError("--device cuda but CUDA is not available; use --device cpu")
     if threads is not None:
@@ -179,4 +205,8 @@ def benchmark_training(
             hf_compile=False,
             ttrl_over_hf=round(seconds["hf"] / seconds["ttrl"], 3),
         )
+    if breakdown:  # profiled separately: the profiler's overhead stays out of the timings above
+        for name, step in contenders.items():
+            prefix = "" if name == "ttrl" else f"{name}_"
+            result[f"{prefix}profiled_ms_per_step_by_kind"] = step_time_by_kind(step, steps)
     return result

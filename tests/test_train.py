@@ -19,6 +19,7 @@ from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer
 from ttrl.training import train
+from ttrl.training.logger import read_metrics
 from ttrl.training.metrics import TOKEN_TYPES, evaluate, target_token_types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +64,12 @@ def test_train_writes_bundles_that_rebuild_model_and_discretizer(tiny_dataset, t
     model = TrajectoryTransformer.from_pretrained(tmp_path)
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, last["model"][key], rtol=0, atol=0)
+    # every logged metric is in the run dir too (W&B is disabled here), and drawn
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records if "train/loss" in r] == [2, 4, 6]
+    assert [r["step"] for r in records if "val/loss" in r] == [4, 6]
+    assert records[-1]["val/loss"] == metrics["val/loss"]
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_train_script_end_to_end(tiny_dataset, tmp_path):
@@ -92,6 +99,16 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_bundle(run_dir)["model"]
 
 
+def logged_losses(run_dir: Path) -> list[tuple[int, str, float]]:
+    records = read_metrics(run_dir / "metrics.jsonl")
+    return [
+        (r["step"], key, value)
+        for r in records
+        for key, value in r.items()
+        if key.startswith(("train/loss", "val/"))
+    ]
+
+
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset, tmp_path):
     cfg = tiny_cfg(tiny_dataset, "trainer.max_steps=10", "trainer.save_interval=1000")
     whole = train(cfg, tmp_path / "whole")
@@ -103,8 +120,12 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tiny_dataset, t
     first = train(cfg, tmp_path / "split", on_step=sigterm_at_step_5)
     assert first["signal"] == signal.SIGTERM and first["step"] == 5
     assert load_bundle(tmp_path / "split")["trainer"]["step"] == 5
+    # as if the process had logged past its checkpoint and died mid-line: the resumed run drops both
+    with (tmp_path / "split" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 6, "train/loss": 99.0}\n{"step": 7, "train/lo')
     second = train(cfg, tmp_path / "split")
     assert second["step"] == 10 and second["signal"] is None
+    assert logged_losses(tmp_path / "split") == logged_losses(tmp_path / "whole")
 
     expected, resumed = weights(tmp_path / "whole"), weights(tmp_path / "split")
     assert expected.keys() == resumed.keys()

@@ -1,4 +1,7 @@
-"""A small adapter over Weights & Biases, so a disabled logger costs nothing and imports nothing."""
+"""Where training metrics go: ``<run dir>/metrics.jsonl`` always, and W&B when it is enabled.
+
+The W&B adapter is small, so a disabled logger costs nothing and imports nothing.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ttrl.io import atomic_write_text
+
 # Config sections that do not change what is trained, left out of the W&B group name.
 GROUP_EXCLUDED_KEYS = ("seed", "run_dir", "device", "logger", "evaluate")
 STEP_METRIC = "step"
+METRICS_FILE = "metrics.jsonl"
 
 
 class NullLogger:
@@ -61,6 +67,55 @@ class WandbLogger(NullLogger):
             )
 
 
+class MetricsFile:
+    """Appends each ``log`` call as one JSON line ``{"step": ..., <metric>: ...}`` to ``path``.
+
+    A resumed run first drops the lines logged after the checkpoint it resumes from (and any line
+    cut short by a crash), since it trains and logs those steps again.
+    """
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():
+            kept = [r for r in read_metrics(path) if r[STEP_METRIC] <= resume_step]
+            atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({STEP_METRIC: step, **metrics}) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float]]:
+    """The records of a ``metrics.jsonl`` in order, skipping a last line a crash cut short."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+class RunLogger(NullLogger):
+    """Rank 0's logger: every metric to the run's ``metrics.jsonl`` and to W&B (or its no-op)."""
+
+    def __init__(self, metrics_file: MetricsFile, wandb_logger: NullLogger) -> None:
+        self.metrics_file = metrics_file
+        self.wandb = wandb_logger
+        self.run_id = wandb_logger.run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics_file.log(metrics, step)
+        self.wandb.log(metrics, step)
+
+    def log_artifact(self, path: Path, name: str, kind: str = "model") -> None:
+        self.wandb.log_artifact(path, name, kind)
+
+    def finish(self) -> None:
+        self.wandb.finish()
+
+
 def config_group(config: dict[str, Any]) -> str:
     """A stable W&B group for runs that differ only in seed: ``<env>-<hash of the rest>``."""
     rest = {k: v for k, v in config.items() if k not in GROUP_EXCLUDED_KEYS}
@@ -81,11 +136,26 @@ def sanitize_artifact_name(name: str) -> str:
 
 
 def create_logger(
-    config: dict[str, Any], run_dir: Path, resume_id: str | None, is_main: bool
+    config: dict[str, Any],
+    run_dir: Path,
+    resume_id: str | None,
+    is_main: bool,
+    resume_step: int = 0,
 ) -> NullLogger:
-    """The W&B logger the config asks for (resuming ``resume_id`` if given) on rank 0, else a no-op."""
+    """Rank 0: ``metrics.jsonl`` plus the W&B run the config asks for; other ranks: a no-op.
+
+    ``resume_id``/``resume_step``: the W&B run and the step a resumed run continues.
+    """
+    if not is_main:
+        return NullLogger()
+    metrics_file = MetricsFile(run_dir / METRICS_FILE, resume_step)
+    return RunLogger(metrics_file, create_wandb_logger(config, run_dir, resume_id))
+
+
+def create_wandb_logger(config: dict[str, Any], run_dir: Path, resume_id: str | None) -> NullLogger:
+    """The W&B logger the config asks for (resuming ``resume_id`` if given), or a no-op."""
     logger_cfg = config["logger"]
-    if not is_main or logger_cfg["mode"] == "disabled":
+    if logger_cfg["mode"] == "disabled":
         return NullLogger()
     import wandb
 

@@ -31,6 +31,7 @@ from ttrl.config import validate_train_config
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer
 from ttrl.model.pretrained import cpu_state_dict
+from ttrl.training.curves import CURVES_FILE, plot_training_curves
 from ttrl.training.distributed import (
     DistributedContext,
     any_rank,
@@ -39,7 +40,7 @@ from ttrl.training.distributed import (
     launched_by_torchrun,
     shutdown_distributed,
 )
-from ttrl.training.logger import create_logger, run_label
+from ttrl.training.logger import METRICS_FILE, create_logger, run_label
 from ttrl.training.metrics import evaluate
 from ttrl.training.optim import build_optimizer, build_scheduler, schedule_from_epochs
 from ttrl.training.pipeline import (
@@ -222,7 +223,7 @@ class Trainer:
         if bundle is not None:
             wandb_id = self.restore(bundle)
         self.forward_model = self.wrap_model()
-        self.logger = create_logger(self.config, run_dir, wandb_id, ctx.is_main)
+        self.logger = create_logger(self.config, run_dir, wandb_id, ctx.is_main, self.step)
 
     # ------------------------------------------------------------------------------ set-up
     def restore(self, bundle: dict[str, Any]) -> str | None:
@@ -264,11 +265,18 @@ class Trainer:
         try:
             self.announce()
             metrics = self.loop()
+            if self.ctx.is_main:
+                self.plot_curves()
             if metrics["signal"] is None and self.ctx.is_main:
                 self.upload_final_checkpoint()
             return metrics
         finally:
             self.logger.finish()
+
+    def plot_curves(self) -> None:
+        """Draw ``curves.png`` from the run's ``metrics.jsonl`` (rank 0)."""
+        title = f"{self.data.dataset_name} seed {self.cfg.seed}: step {self.step}"
+        plot_training_curves(self.run_dir / METRICS_FILE, self.run_dir / CURVES_FILE, title)
 
     def announce(self) -> None:
         """Log what is about to be trained (rank 0)."""

@@ -11,7 +11,8 @@ from typing import Any
 
 from ttrl.evaluation.rollout import EpisodeResults
 from ttrl.evaluation.scores import EpisodeResult
-from ttrl.io import atomic_write, atomic_write_json, atomic_write_text
+from ttrl.io import atomic_write_json, atomic_write_text
+from ttrl.plotting import pyplot, save_png
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -78,10 +79,7 @@ def prediction_rows(episodes: list[EpisodeResult]) -> list[dict[str, Any]]:
 
 def plot_predictions(episode: EpisodeResult, path: str | os.PathLike, title: str = "") -> Path:
     """PNG of predicted vs realised reward (top) and value (bottom) along one episode."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_r, ax_v) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     steps = range(episode.length)
@@ -98,10 +96,7 @@ def plot_predictions(episode: EpisodeResult, path: str | os.PathLike, title: str
         f"{title} episode {episode.episode} (seed {episode.seed}): return {episode.total_return:.1f}"
     )
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
 
 
 def _json_safe(obj: Any) -> Any:

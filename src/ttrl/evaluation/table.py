@@ -31,7 +31,8 @@ import numpy as np
 from ttrl.errors import TtrlError
 from ttrl.evaluation.report import RESULTS_JSON
 from ttrl.evaluation.scores import mean_and_standard_error
-from ttrl.io import atomic_write, atomic_write_text
+from ttrl.io import atomic_write_text
+from ttrl.plotting import pyplot, save_png
 
 # Janner et al. 2021, Table 1, TT (quantile): mean and standard error, in the paper's row order.
 PAPER_TT_QUANTILE: dict[str, tuple[float, float]] = {
@@ -241,10 +242,7 @@ def to_csv(rows: Sequence[DatasetRow]) -> str:
 
 def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
     """Bar chart: ours (seed means ± se) beside the paper's TT (quantile) where it has a number."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x = np.arange(len(rows))
     width = 0.4
@@ -271,10 +269,7 @@ def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)
 
 
 def write_report(rows: Sequence[DatasetRow], out_dir: str | os.PathLike) -> dict[str, Path]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ttrl.io import atomic_write
+from ttrl.plotting import pyplot, save_png
 from ttrl.training.logger import STEP_METRIC, read_metrics
 from ttrl.training.metrics import TOKEN_TYPES
 
@@ -26,10 +26,7 @@ def plot_training_curves(
     records = read_metrics(metrics_path) if Path(metrics_path).is_file() else []
     if not any("train/loss" in r or "val/loss" in r for r in records):
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_total, ax_types) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for name, label in (("train/loss", "train"), ("val/loss", "validation")):
@@ -48,7 +45,4 @@ def plot_training_curves(
         ax_types.legend(loc="best", fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    finally:
-        plt.close(fig)
+    return save_png(fig, path)

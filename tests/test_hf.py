@@ -107,8 +107,7 @@ def test_first_chunk_cache_matches_hf():
         torch.testing.assert_close(v1, v2, atol=1e-6, rtol=1e-6)
 
 
-def test_safetensors_reader_matches_the_reference_library(tmp_path):
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_safetensors_files_keep_every_dtype(tmp_path):
     tensors = {
         "a": torch.randn(3, 4),
         "b": torch.arange(5, dtype=torch.int64),
@@ -116,8 +115,73 @@ def test_safetensors_reader_matches_the_reference_library(tmp_path):
         "d": torch.tensor([True, False]),
         "e": torch.randn(0, 3),
     }
+    safetensors_torch = pytest.importorskip("safetensors.torch")
     safetensors_torch.save_file(tensors, tmp_path / "t.safetensors", metadata={"format": "pt"})
     loaded = read_safetensors(tmp_path / "t.safetensors")
     assert loaded.keys() == tensors.keys()
     for name, tensor in tensors.items():
         assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+
+
+def ours_from(theirs) -> TrajectoryTransformer:
+    ours = TrajectoryTransformer(TrajectoryTransformerConfig(**TINY)).eval()
+    ours.load_state_dict(
+        {k: v for k, v in theirs.state_dict().items() if not k.endswith(".attn.mask")}
+    )
+    return ours
+
+
+def test_hf_documentation_example_gives_the_same_hidden_states_and_attentions():
+    # The call transformers' docs show for TrajectoryTransformerModel, unchanged.
+    theirs = hf_model()
+    ours = ours_from(theirs)
+    tokens, targets, loss_mask = batch()
+    kwargs = dict(
+        targets=targets,
+        attention_mask=loss_mask,
+        use_cache=True,
+        output_attentions=True,
+        output_hidden_states=True,
+        return_dict=True,
+    )
+    mine, hf = ours(tokens, **kwargs), theirs(tokens, **kwargs)
+    assert len(mine.hidden_states) == len(hf.hidden_states) == TINY["n_layer"] + 1
+    for a, b in zip(mine.hidden_states, hf.hidden_states, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert len(mine.attentions) == len(hf.attentions) == TINY["n_layer"]
+    for a, b in zip(mine.attentions, hf.attentions, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(mine.logits, hf.logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(mine.loss, hf.loss, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(),
+        dict(use_cache=True),
+        dict(output_hidden_states=True),
+        dict(use_cache=True, output_attentions=True, output_hidden_states=True),
+    ],
+    ids=["plain", "cache", "hidden", "all"],
+)
+def test_return_dict_false_gives_hfs_tuple_layout(flags):
+    theirs = hf_model()
+    ours = ours_from(theirs)
+    tokens, targets, loss_mask = batch()
+    mine = ours(tokens, targets=targets, attention_mask=loss_mask, return_dict=False, **flags)
+    # HF's config defaults use_cache to True: ask both the same
+    hf_flags = {"use_cache": False, **flags}
+    hf = theirs(tokens, targets=targets, attention_mask=loss_mask, return_dict=False, **hf_flags)
+    assert isinstance(mine, tuple) and len(mine) == len(hf)
+    torch.testing.assert_close(mine[0], hf[0], atol=1e-5, rtol=1e-5)  # loss
+    torch.testing.assert_close(mine[1], hf[1], atol=1e-5, rtol=1e-5)  # logits
+    for a, b in zip(mine[2:], hf[2:], strict=True):  # past, hidden states, attentions, as set
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_main_input_name_is_hfs():
+    assert (
+        TrajectoryTransformer.main_input_name
+        == transformers.TrajectoryTransformerModel.main_input_name
+    )

@@ -16,6 +16,7 @@ from ttrl.model import (
     TrajectoryTransformerOutput,
     reorder_cache,
 )
+from ttrl.model.pretrained import read_safetensors
 
 # 3 observation dims + 2 action dims + reward + value: T = 7; 5 transitions - 1 = 34 tokens.
 TINY = dict(
@@ -286,7 +287,7 @@ def assert_same_model(a, b):
 def test_save_pretrained_round_trip_in_ttrl_format(tmp_path):
     model = tiny_model()
     path = model.save_pretrained(tmp_path / "export")
-    assert path == tmp_path / "export" / "model.pt"
+    assert path == tmp_path / "export" / "ttrl_model.safetensors"
     assert_same_model(model, TrajectoryTransformer.from_pretrained(tmp_path / "export"))
     assert_same_model(model, TrajectoryTransformer.from_pretrained(path))
 
@@ -297,7 +298,7 @@ def test_from_pretrained_reads_a_training_run_dir(tmp_path):
         f"_orig_mod.{k}": v for k, v in model.state_dict().items()
     }  # a compiled model's keys
     save_bundle(
-        tmp_path / "run" / "checkpoints" / "last.pt",
+        tmp_path / "run" / "checkpoints" / "last.safetensors",
         model_config=model.config.to_dict(),
         model=weights,
     )
@@ -307,7 +308,7 @@ def test_from_pretrained_reads_a_training_run_dir(tmp_path):
 def test_save_pretrained_round_trip_in_hf_format(tmp_path):
     model = tiny_model()
     model.save_pretrained(tmp_path / "hf", hf_format=True)
-    saved = torch.load(tmp_path / "hf" / "pytorch_model.bin", weights_only=True)
+    saved = read_safetensors(tmp_path / "hf" / "model.safetensors")
     assert "blocks.0.attn.mask" in saved
     assert_same_model(model, TrajectoryTransformer.from_pretrained(tmp_path / "hf"))
 
@@ -321,10 +322,12 @@ def test_mismatched_config_names_the_field(tmp_path):
         TrajectoryTransformer.from_pretrained(tmp_path / "hf")
 
 
-def test_unreadable_hf_weights_are_a_user_error(tmp_path):
+@pytest.mark.parametrize("weights_file", ["model.safetensors", "pytorch_model.bin"])
+def test_unreadable_hf_weights_are_a_user_error(tmp_path, weights_file):
     tiny_model().save_pretrained(tmp_path, hf_format=True)
-    (tmp_path / "pytorch_model.bin").write_bytes(b"not a checkpoint")
-    with pytest.raises(TtrlError, match=r"pytorch_model\.bin"):
+    (tmp_path / "model.safetensors").unlink()
+    (tmp_path / weights_file).write_bytes(b"not a checkpoint")
+    with pytest.raises(TtrlError, match=weights_file.replace(".", r"\.")):
         TrajectoryTransformer.from_pretrained(tmp_path)
 
 
@@ -366,3 +369,47 @@ def test_cuda_cached_decoding_bf16_and_compile():
     assert torch.isfinite(out.loss)
     compiled = torch.compile(model.eval())
     torch.testing.assert_close(compiled(tokens).logits, full, atol=1e-4, rtol=1e-4)
+
+
+def test_attention_maps_path_gives_the_same_logits_and_rows_that_sum_to_one():
+    model = tiny_model()
+    tokens = torch.randint(0, 11, (2, 20))
+    plain = model(tokens).logits
+    out = model(tokens, output_attentions=True)
+    torch.testing.assert_close(out.logits, plain, atol=1e-6, rtol=1e-5)
+    for weights in out.attentions:
+        assert weights.shape == (2, TINY["n_head"], 20, 20)
+        torch.testing.assert_close(weights.sum(-1), torch.ones(2, TINY["n_head"], 20))
+        value_keys = torch.arange(20) % TINY["transition_dim"] == TINY["transition_dim"] - 1
+        assert torch.all(weights[..., value_keys] == 0)  # no query attends to a value token
+        assert torch.all(weights.triu(1) == 0)  # causal
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    tokens = torch.randint(0, 11, (2, 20))
+    targets = torch.randint(0, 11, (2, 20))
+    results = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()  # dropout on: checkpointing must replay its random draws
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        torch.manual_seed(7)
+        out = model(tokens, targets=targets, use_cache=True)
+        out.loss.backward()
+        assert (out.past_key_values is None) == checkpointing  # as in transformers
+        results.append((out.loss.detach(), {n: p.grad for n, p in model.named_parameters()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert torch.equal(loss_a, loss_b)
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(grads_b[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+    model = tiny_model()
+    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_disable()
+    assert not model.gradient_checkpointing
+
+
+def test_targets_passed_positionally_get_a_clear_error():
+    model = tiny_model()
+    tokens = torch.randint(0, 11, (2, 6))
+    with pytest.raises(TtrlError, match="second positional argument of forward is past_key_values"):
+        model(tokens, tokens)

@@ -2,9 +2,9 @@
 
 A HuggingFace directory (what ``TrajectoryTransformerModel.save_pretrained`` writes in transformers
 <= 4.30) holds ``config.json`` and ``pytorch_model.bin`` or ``model.safetensors``. It is read here
-without importing transformers; safetensors files are parsed directly (the format is an 8-byte
-little-endian header length, a JSON header, then raw little-endian tensor bytes), so no extra
-package is needed.
+without importing transformers: safetensors files through the safetensors library, and
+``pytorch_model.bin`` through torch's ``weights_only`` unpickler, so a shared checkpoint can never
+run code. ttrl writes HuggingFace directories as ``model.safetensors``.
 """
 
 from __future__ import annotations
@@ -17,38 +17,26 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ttrl.checkpoint import load_bundle, save_bundle
+from ttrl.checkpoint import BUNDLE_SUFFIX, MODEL_FILE, load_bundle, save_bundle
 from ttrl.errors import TtrlError
-from ttrl.io import atomic_torch_save, atomic_write_json
+from ttrl.io import atomic_write_bytes, atomic_write_json
 from ttrl.model.config import HF_MODEL_TYPE, TrajectoryTransformerConfig
 
 if TYPE_CHECKING:
     from ttrl.model.transformer import TrajectoryTransformer
 
-TTRL_MODEL_FILE = "model.pt"
+TTRL_MODEL_FILE = f"{MODEL_FILE}{BUNDLE_SUFFIX}"
 HF_CONFIG_FILE = "config.json"
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 HF_MASK_SUFFIX = ".attn.mask"  # a buffer HF stores; it is rebuilt from the config
 COMPILED_PREFIX = "_orig_mod."  # torch.compile's wrapper prefix, in case a compiled model was saved
-
-SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
-}
+HF_SAFETENSORS_METADATA = {"format": "pt"}  # transformers refuses safetensors files without it
 
 
 def load_config_and_weights(
     path: str | os.PathLike, which: str = "last"
 ) -> tuple[TrajectoryTransformerConfig, dict[str, Tensor]]:
-    """Config and state dict from a bundle file, a run dir, a ``model.pt`` dir or a HuggingFace dir."""
+    """Config and state dict from a bundle file, a run dir, a ``ttrl_model.safetensors`` dir or a HuggingFace dir."""
     path = Path(path)
     if path.is_dir() and (path / HF_CONFIG_FILE).is_file():
         return load_hf_directory(path)
@@ -99,29 +87,15 @@ def load_hf_directory(
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
-    """All tensors of a ``.safetensors`` file (little-endian host assumed, as the format stores)."""
-    data = Path(path).read_bytes()
+    """All tensors of a ``.safetensors`` file, read by the safetensors library."""
+    from safetensors.torch import load_file
+
     try:
-        header_length = int.from_bytes(data[:8], "little")
-        header = json.loads(data[8 : 8 + header_length])
-        body = data[8 + header_length :]
-        tensors = {}
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            begin, stop = info["data_offsets"]
-            dtype = SAFETENSORS_DTYPES[info["dtype"]]
-            flat = (
-                torch.frombuffer(bytearray(body[begin:stop]), dtype=dtype)
-                if stop > begin
-                else torch.empty(0, dtype=dtype)
-            )
-            tensors[name] = flat.reshape(info["shape"])
-    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        return load_file(str(path), device="cpu")
+    except Exception as err:  # safetensors raises its own error type for a damaged file
         raise TtrlError(
-            f"{path} is not a readable safetensors file ({err}); re-save the model"
+            f"{path} is not a readable safetensors file ({str(err)[:120]}); re-save the model"
         ) from err
-    return tensors
 
 
 def strip_compiled_prefix(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -177,7 +151,8 @@ def cpu_state_dict(model: TrajectoryTransformer) -> dict[str, Tensor]:
 def save_model(
     model: TrajectoryTransformer, directory: str | os.PathLike, hf_format: bool = False
 ) -> Path:
-    """Write ``directory/model.pt`` (a ttrl bundle), or ``config.json`` + ``pytorch_model.bin`` for HF."""
+    """Write ``directory/ttrl_model.safetensors`` (a ttrl bundle), or HF's ``config.json`` +
+    ``model.safetensors`` with ``hf_format``."""
     directory = Path(directory)
     weights = cpu_state_dict(model)
     if not hf_format:
@@ -190,5 +165,8 @@ def save_model(
         weights[f"blocks.{i}{HF_MASK_SUFFIX}"] = mask.clone()
     dtype = str(model.head.weight.dtype).removeprefix("torch.")
     atomic_write_json(directory / HF_CONFIG_FILE, model.config.to_hf_dict(torch_dtype=dtype))
-    atomic_torch_save(weights, directory / "pytorch_model.bin")
+    from safetensors.torch import save
+
+    data = save(weights, metadata=HF_SAFETENSORS_METADATA)
+    atomic_write_bytes(directory / HF_WEIGHT_FILES[0], data)
     return directory

@@ -6,8 +6,11 @@ predicted by the head of dimension ``p mod T``, and no query ever attends to a v
 key/value cache these position-dependent parts continue at the cached length, so cached decoding gives
 the same logits as running the whole sequence at once.
 
-Parameter names follow the HuggingFace ``TrajectoryTransformerModel``, so state dicts map one to one.
-Attention is ``scaled_dot_product_attention`` with that boolean mask.
+Parameter names follow the HuggingFace ``TrajectoryTransformerModel``, so state dicts map one to one,
+and so does ``forward``: its arguments, ``output_hidden_states`` / ``output_attentions`` and the tuple
+that ``return_dict=False`` gives have HF's meaning and order. Attention is
+``scaled_dot_product_attention`` with that boolean mask; only when attention maps are asked for does
+it take the explicit softmax, which can return them.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ttrl.errors import TtrlError
@@ -36,10 +40,14 @@ class TrajectoryTransformerOutput:
     loss: Tensor | None = None  # scalar weighted cross-entropy, when targets were given
     logits: Tensor | None = None  # [B, L, vocab_size + 1]
     past_key_values: PastKeyValues | None = None  # when use_cache=True
+    # output_hidden_states: the embeddings and every block's output (the last before ln_f), as HF
+    hidden_states: tuple[Tensor, ...] | None = None  # n_layer + 1 of [B, L, n_embd]
+    attentions: tuple[Tensor, ...] | None = None  # output_attentions: n_layer of [B, h, L, L_all]
 
     def to_tuple(self) -> tuple[Any, ...]:
-        """The fields that are set, in order (loss, logits, past_key_values)."""
-        return tuple(v for v in (self.loss, self.logits, self.past_key_values) if v is not None)
+        """The fields that are set, in HF's order (loss, logits, past, hidden states, attentions)."""
+        fields = (self.loss, self.logits, self.past_key_values, self.hidden_states, self.attentions)
+        return tuple(v for v in fields if v is not None)
 
     def __getitem__(self, key: int | slice | str) -> Any:
         if isinstance(key, str):
@@ -74,8 +82,13 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
 
     def forward(
-        self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        self,
+        x: Tensor,
+        allowed: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
+        """Attended values, this layer's (key, value) and, with ``need_weights``, the attention map."""
         batch, length, d = x.shape
         # One matmul for q, k, v: the separate layers stay separate in the state dict.
         weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
@@ -86,11 +99,21 @@ class CausalSelfAttention(nn.Module):
             key = torch.cat((layer_past[0], key), dim=2)
             value = torch.cat((layer_past[1], value), dim=2)
         dropout_p = self.attn_pdrop if self.training else 0.0
-        y = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=allowed, dropout_p=dropout_p
-        )
+        weights = None
+        if need_weights:
+            scores = (query @ key.transpose(-2, -1)) / math.sqrt(key.shape[-1])
+            weights = F.dropout(
+                scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1),
+                dropout_p,
+                self.training,
+            )
+            y = weights @ value
+        else:
+            y = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=allowed, dropout_p=dropout_p
+            )
         y = y.transpose(1, 2).reshape(batch, length, d)
-        return self.resid_drop(self.proj(y)), (key, value)
+        return self.resid_drop(self.proj(y)), (key, value), weights
 
 
 class Block(nn.Module):
@@ -108,12 +131,17 @@ class Block(nn.Module):
         self.drop = nn.Dropout(config.resid_pdrop)
 
     def forward(
-        self, x: Tensor, allowed: Tensor, layer_past: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        attended, present = self.attn(self.ln1(x), allowed, layer_past)
+        self,
+        x: Tensor,
+        allowed: Tensor,
+        layer_past: tuple[Tensor, Tensor] | None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
+        """The block's output, its (key, value) and, with ``need_weights``, the attention map."""
+        attended, present, weights = self.attn(self.ln1(x), allowed, layer_past, need_weights)
         x = x + attended
         x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
-        return x, present
+        return x, present, weights
 
 
 class DimensionHeads(nn.Module):
@@ -157,10 +185,14 @@ class TrajectoryTransformer(nn.Module):
         step = model(next_token, past_key_values=step.past_key_values, use_cache=True)
     """
 
+    main_input_name = "trajectories"  # as transformers' TrajectoryTransformerModel
+    supports_gradient_checkpointing = True
+
     def __init__(self, config: TrajectoryTransformerConfig) -> None:
         super().__init__()
         config.validate()
         self.config = config
+        self.gradient_checkpointing = False
         n_bins, n_dims, block = config.vocab_size, config.transition_dim, config.block_size
         self.tok_emb = nn.Embedding(n_bins * n_dims + 1, config.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, block, config.n_embd))
@@ -231,27 +263,51 @@ class TrajectoryTransformer(nn.Module):
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each block's activations in the backward pass (less memory, more compute).
+
+        Applies in training mode only; the results and gradients are those of a plain forward
+        (dropout's RNG state is replayed). As in transformers, no cache is returned meanwhile.
+        """
+        self.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        """Keep activations for the backward pass again (the default)."""
+        self.gradient_checkpointing = False
+
     def forward(
         self,
         trajectories: Tensor,
+        past_key_values: PastKeyValues | None = None,
         targets: Tensor | None = None,
         attention_mask: Tensor | None = None,
-        past_key_values: PastKeyValues | None = None,
-        use_cache: bool = False,
-        return_dict: bool = True,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
     ) -> TrajectoryTransformerOutput | tuple[Any, ...]:
-        """Logits (and the loss) for token ids ``trajectories [B, L]``.
+        """Logits (and the loss) for token ids ``trajectories [B, L]``; HF's signature and outputs.
 
         Args:
             trajectories: bin ids in ``[0, N]`` (``N`` = stop token), starting at position
                 ``past_length(past_key_values)`` of a sequence that starts at a transition boundary.
+            past_key_values: the cache returned by an earlier call with ``use_cache=True``.
             targets: ``[B, L]`` next-token ids; when given, the loss is computed.
             attention_mask: the LOSS mask ``[B, L]`` or ``[B, L, 1]`` (1 = counts); attention itself is
                 never masked beyond causality and the value tokens. None = all positions count.
-            past_key_values: the cache returned by an earlier call with ``use_cache=True``.
-            use_cache: return the cache extended by these tokens.
-            return_dict: False returns the tuple of set fields ``(loss, logits, past_key_values)``.
+            use_cache: return the cache extended by these tokens (None = False).
+            output_attentions: return every layer's attention map (the explicit softmax path).
+            output_hidden_states: return the embeddings and every block's output.
+            return_dict: False returns the tuple of set fields ``(loss, logits, past_key_values,
+                hidden_states, attentions)``, as transformers does (None = True).
         """
+        if past_key_values is not None and not isinstance(past_key_values, (tuple, list)):
+            raise TtrlError(
+                "the second positional argument of forward is past_key_values (as in transformers); "
+                "pass the targets by keyword: model(trajectories, targets=...)"
+            )
+        checkpointing = self.gradient_checkpointing and self.training
+        use_cache = bool(use_cache) and not checkpointing
         length = trajectories.shape[1]
         start = past_length(past_key_values)
         end = start + length
@@ -267,18 +323,33 @@ class TrajectoryTransformer(nn.Module):
         )
         x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start:end])
         allowed = self.allowed[start:end, :end]
-        presents = []
+        presents, hidden, maps = [], [], []
         for i, block in enumerate(self.blocks):
-            x, present = block(x, allowed, None if past_key_values is None else past_key_values[i])
+            if output_hidden_states:
+                hidden.append(x)
+            layer_past = None if past_key_values is None else past_key_values[i]
+            if checkpointing:
+                x, present, weights = torch.utils.checkpoint.checkpoint(
+                    block, x, allowed, layer_past, bool(output_attentions), use_reentrant=False
+                )
+            else:
+                x, present, weights = block(x, allowed, layer_past, bool(output_attentions))
             presents.append(present)
+            maps.append(weights)
+        if output_hidden_states:
+            hidden.append(x)
         logits = self.head(self.ln_f(x), start)
         loss = (
             None if targets is None else self._weighted_loss(logits, targets, attention_mask, start)
         )
         output = TrajectoryTransformerOutput(
-            loss=loss, logits=logits, past_key_values=tuple(presents) if use_cache else None
+            loss=loss,
+            logits=logits,
+            past_key_values=tuple(presents) if use_cache else None,
+            hidden_states=tuple(hidden) if output_hidden_states else None,
+            attentions=tuple(maps) if output_attentions else None,
         )
-        return output if return_dict else output.to_tuple()
+        return output if return_dict is None or return_dict else output.to_tuple()
 
     def _weighted_loss(
         self, logits: Tensor, targets: Tensor, loss_mask: Tensor | None, start: int
@@ -295,9 +366,9 @@ class TrajectoryTransformer(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, which: str = "last") -> TrajectoryTransformer:
-        """Load a model from a ttrl bundle file, a run dir, a dir with ``model.pt``, or a HuggingFace dir.
+        """Load a model from a bundle file, a run dir, a :meth:`save_pretrained` dir or a HuggingFace dir.
 
-        ``which`` picks ``checkpoints/{which}.pt`` in a run dir. HuggingFace dirs (``config.json`` +
+        ``which`` picks ``checkpoints/{which}.safetensors`` in a run dir. HuggingFace dirs (``config.json`` +
         ``pytorch_model.bin`` or ``model.safetensors``) are read without importing transformers.
         The model is returned on the CPU in eval mode (as transformers does); call ``.train()`` to train.
         """
@@ -309,7 +380,7 @@ class TrajectoryTransformer(nn.Module):
         return model.eval()
 
     def save_pretrained(self, directory: str | os.PathLike, hf_format: bool = False) -> Path:
-        """Save to ``directory/model.pt`` (a ttrl bundle) or, with ``hf_format``, in HuggingFace's layout."""
+        """Save ``directory/ttrl_model.safetensors`` (a ttrl bundle), or HuggingFace's layout."""
         from ttrl.model.pretrained import save_model
 
         return save_model(self, directory, hf_format=hf_format)

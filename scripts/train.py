@@ -8,12 +8,14 @@
     python scripts/train.py -m experiment=paper/hopper-medium seed=0,1,2 hydra/launcher=slurm
     torchrun --nproc_per_node=2 scripts/train.py run_dir=outputs/ddp-run
 
-Configs live in configs/ (see configs/train.yaml). Checkpoints: <run_dir>/checkpoints/{last,best}.pt.
+Configs live in configs/ (see configs/train.yaml). Checkpoints: <run_dir>/checkpoints/{last,best}.safetensors.
 With evaluate.n_episodes > 0 the final checkpoint is then planned with in MuJoCo, results in
-<run_dir>/plan/final/. On SIGTERM/SIGUSR1/SIGUSR2 (e.g. Slurm preemption) the run saves last.pt and
-exits with 128 + the signal number (143 for SIGTERM), after letting a launcher's handler act
-(submitit requeues the job on SIGUSR2); starting it again in the same run dir resumes it. The task
-function returns the final validation loss, so a Hydra sweeper (e.g. Optuna) can minimise it.
+<run_dir>/plan/final/. On Ctrl-C, SIGTERM, SIGUSR1 or SIGUSR2 (e.g. Slurm preemption) the run saves
+last.safetensors and exits with 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM), after
+letting a launcher's handler act (submitit requeues the job on SIGUSR2); starting it again in the
+same run dir resumes it, unless a setting that fixes what was trained has changed. A run holds its
+run dir's lock: a second one there fails at once. The task function returns the final validation
+loss, so a Hydra sweeper (e.g. Optuna) can minimise it.
 """
 
 from __future__ import annotations

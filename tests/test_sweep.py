@@ -67,7 +67,7 @@ def test_multirun_gives_each_job_a_run_dir_and_an_evaluation_and_report_reads_th
         assert load_bundle(run_dir)["trainer"]["step"] == 2
         results = json.loads((run_dir / "plan" / "final" / "results.json").read_text())
         assert results["dataset"] == dataset and len(results["episodes"]) == 2
-        assert results["config"]["checkpoint"] == str(run_dir / "checkpoints" / "last.pt")
+        assert results["config"]["checkpoint"] == str(run_dir / "checkpoints" / "last.safetensors")
         assert results["config"]["planner"]["beam_width"] == 2
         assert results["config"]["plan"]["after_training"]["step"] == 2
         assert all(1 <= e["length"] <= 3 for e in results["episodes"])  # hopper may fall
@@ -292,7 +292,7 @@ def submitit_task_pids(folder: Path) -> list[int]:
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the job's process in /proc")
 def test_submitit_requeue_after_usr2_resumes_in_the_same_run_dir(tiny_dataset, tmp_path):
-    """USR2 (Slurm's warning before the time limit): save, requeue, resume from last.pt, finish."""
+    """USR2 (Slurm's warning before the time limit): save, requeue, resume from last.safetensors, finish."""
     sweep = tmp_path / "sweep"
     run_dir = sweep / "0-halfcheetah-random-s0"
     process = subprocess.Popen(
@@ -315,7 +315,10 @@ def test_submitit_requeue_after_usr2_resumes_in_the_same_run_dir(tiny_dataset, t
     )
     try:
         deadline = time.monotonic() + 240
-        while not (run_dir / "checkpoints" / "last.pt").is_file() and time.monotonic() < deadline:
+        while (
+            not (run_dir / "checkpoints" / "last.safetensors").is_file()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         pids = submitit_task_pids(sweep / ".submitit")
         assert len(pids) == 1, "the job's process was not found"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from ttrl.checkpoint import load_bundle
+from ttrl.checkpoint import load_bundle, save_bundle
 from ttrl.config import compose_config
 from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
@@ -159,7 +159,7 @@ def test_time_limit_stops_early_and_saves(tiny_dataset, tmp_path):
 
 def test_sigterm_saves_and_exits_with_143(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    last = run_dir / "checkpoints" / "last.pt"
+    last = run_dir / "checkpoints" / "last.safetensors"
     process = subprocess.Popen(
         [
             sys.executable,
@@ -194,6 +194,13 @@ def test_sigterm_saves_and_exits_with_143(tiny_dataset, tmp_path):
 
 def test_resuming_on_data_with_other_dims_is_refused(tiny_dataset, tiny_hopper, tmp_path):
     train(tiny_cfg(tiny_dataset, "trainer.max_steps=1"), tmp_path)
+    with pytest.raises(TtrlError, match="cannot resume") as info:
+        train(tiny_cfg(tiny_hopper, "trainer.max_steps=2"), tmp_path)
+    assert "env.name 'halfcheetah-random' -> 'hopper-random'" in str(info.value)
+    # a bundle without its config (e.g. written by hand) is still checked by its dims
+    bundle = load_bundle(tmp_path)
+    del bundle["config"]
+    save_bundle(tmp_path / "checkpoints" / "last.safetensors", **bundle)
     with pytest.raises(TtrlError, match="does not fit this dataset") as info:
         train(tiny_cfg(tiny_hopper, "trainer.max_steps=2"), tmp_path)
     assert "observation_dim 17 vs 11" in str(info.value)

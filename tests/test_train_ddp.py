@@ -54,7 +54,7 @@ def test_two_process_run_finishes_with_a_checkpoint(tiny_dataset, tmp_path):
     # each rank samples its own batches: the two sampler streams differ
     samplers = [state["sampler"] for state in trainer["rng"]]
     assert len(samplers) == 2 and not torch.equal(samplers[0], samplers[1])
-    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
 
 
 @pytest.mark.slow

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from ttrl.errors import TtrlError
 
 OBJECTIVES = ("return", "likelihood")
+# One transition minus a token would crop the whole window when a transition starts, so the model
+# must see at least two transitions (training windows too: data.sequence_length).
+MIN_WINDOW_TRANSITIONS = 2
 
 
 @dataclass
@@ -49,8 +52,9 @@ class PlannerConfig:
             _require_positive_int(name, getattr(self, name))
         _require_int_at_least("context_transitions", self.context_transitions, 0)
         if self.window_transitions is not None:
-            # One transition minus a token would crop the whole window when a transition starts.
-            _require_int_at_least("window_transitions", self.window_transitions, 2)
+            _require_int_at_least(
+                "window_transitions", self.window_transitions, MIN_WINDOW_TRANSITIONS
+            )
         for name in ("k_obs", "k_act", "k_rew"):
             value = getattr(self, name)
             if value is not None:
@@ -72,11 +76,19 @@ class PlannerConfig:
         """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""
         if self.window_transitions is not None:
             window_tokens = self.window_transitions * transition_dim - 1
+            fitting = (block_size + 1) // transition_dim
+            if window_tokens > block_size and fitting < MIN_WINDOW_TRANSITIONS:
+                raise TtrlError(
+                    f"the model attends over block_size={block_size} tokens, less than the "
+                    f"{MIN_WINDOW_TRANSITIONS} transitions ({MIN_WINDOW_TRANSITIONS * transition_dim - 1}"
+                    f" tokens) planning needs; train it with data.sequence_length >= "
+                    f"{MIN_WINDOW_TRANSITIONS}"
+                )
             if window_tokens > block_size:
                 raise TtrlError(
                     f"planner window_transitions={self.window_transitions} is {window_tokens} tokens "
                     f"but the model attends over block_size={block_size}; lower window_transitions "
-                    f"to at most {(block_size + 1) // transition_dim}"
+                    f"to at most {fitting}"
                 )
             return
         longest = self.longest_sequence(transition_dim)

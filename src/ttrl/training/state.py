@@ -13,11 +13,29 @@ from typing import Any
 import numpy as np
 import torch
 
-from ttrl.checkpoint import CHECKPOINT_DIR
+from ttrl.checkpoint import CHECKPOINT_DIR, LEGACY_SUFFIX, bundle_name
 from ttrl.errors import TtrlError
 
 # Model-config fields that must match the dataset for a checkpoint to be resumed on it.
 DATA_DIM_FIELDS = ("observation_dim", "action_dim", "transition_dim", "vocab_size", "block_size")
+# Settings that give a checkpoint's weights, tokens and optimiser state their meaning: a resumed run
+# must keep them (the budget, intervals, logging, device and evaluation may change).
+FIXED_ON_RESUME = (
+    "env.name",
+    "data",
+    "model",
+    "discretizer",
+    "seed",
+    "trainer.batch_size",
+    "trainer.learning_rate",
+    "trainer.betas",
+    "trainer.weight_decay",
+    "trainer.grad_clip",
+    "trainer.lr_decay",
+    "trainer.warmup_epochs",
+    "trainer.decay_epochs",
+    "trainer.min_lr_ratio",
+)
 
 
 def stream_seeds(seed: int, rank: int) -> tuple[int, int]:
@@ -54,9 +72,55 @@ def restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
     sampler.set_state(state["sampler"])
 
 
-def checkpoint_path(run_dir: Path, which: str) -> Path:
-    """``<run_dir>/checkpoints/<which>.pt``."""
-    return Path(run_dir) / CHECKPOINT_DIR / f"{which}.pt"
+def checkpoint_path(run_dir: str | Path, which: str) -> Path:
+    """``<run_dir>/checkpoints/<which>.safetensors``, where training writes ``which``."""
+    return Path(run_dir) / CHECKPOINT_DIR / bundle_name(which)
+
+
+def resume_checkpoint(run_dir: str | Path) -> Path | None:
+    """The ``last`` checkpoint a run in ``run_dir`` resumes from (ttrl 0.1's ``last.pt`` too)."""
+    current = checkpoint_path(run_dir, "last")
+    legacy = current.with_suffix(LEGACY_SUFFIX)
+    return next((p for p in (current, legacy) if p.is_file()), None)
+
+
+def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def changed_fixed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``key saved -> now`` for each setting of :data:`FIXED_ON_RESUME` that differs."""
+    before, after = flatten(saved), flatten(now)
+
+    def fixed(key: str) -> bool:
+        return any(key == f or key.startswith(f + ".") for f in FIXED_ON_RESUME)
+
+    keys = sorted(k for k in before.keys() | after.keys() if fixed(k))
+    return [
+        f"{k} {before.get(k, '<unset>')!r} -> {after.get(k, '<unset>')!r}"
+        for k in keys
+        if before.get(k) != after.get(k)
+    ]
+
+
+def check_resume_config(bundle: dict[str, Any], config: dict[str, Any], path: Path) -> None:
+    """Raise :class:`TtrlError` naming the settings that changed since ``path`` was saved."""
+    saved = bundle.get("config")
+    if not isinstance(saved, dict):
+        return  # a bundle without its config: the dims check below is all there is
+    changed = changed_fixed_settings(saved, config)
+    if changed:
+        raise TtrlError(
+            f"cannot resume {path}: it was trained with other settings ({'; '.join(changed)}); "
+            f"these cannot change in a resumed run (the budget, intervals, logging and device "
+            f"can): run again with the checkpoint's values, or pass a new run_dir"
+        )
 
 
 def check_resumable(bundle: dict[str, Any], model_config: dict[str, Any], path: Path) -> None:

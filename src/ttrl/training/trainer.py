@@ -1,8 +1,8 @@
 """The training loop: data -> model -> AdamW steps, with validation, checkpoints, resume and DDP.
 
-A run dir holds ``checkpoints/last.pt`` (written every ``save_interval`` steps, at the end and on
-SIGTERM/SIGUSR1) and ``checkpoints/best.pt`` (lowest validation loss). Starting again in the same run
-dir continues from ``last.pt`` with the optimiser, scheduler and every RNG restored, so the result is
+A run dir holds ``checkpoints/last.safetensors`` (written every ``save_interval`` steps, at the end and on
+SIGTERM/SIGUSR1) and ``checkpoints/best.safetensors`` (lowest validation loss). Starting again in the same run
+dir continues from ``last.safetensors`` with the optimiser, scheduler and every RNG restored, so the result is
 the same as an uninterrupted run.
 """
 
@@ -26,9 +26,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ttrl.checkpoint import load_bundle, save_bundle
-from ttrl.config import validate_train_config
+from ttrl.checkpoint import CHECKPOINT_DIR, load_bundle, save_bundle
+from ttrl.config import save_hydra_record, validate_train_config
 from ttrl.errors import TtrlError
+from ttrl.io import remove_stale_temp_files
+from ttrl.locking import hold_run_dir
 from ttrl.model import TrajectoryTransformer
 from ttrl.model.pretrained import cpu_state_dict
 from ttrl.training.curves import CURVES_FILE, plot_training_curves
@@ -53,8 +55,10 @@ from ttrl.training.pipeline import (
 from ttrl.training.state import (
     capture_rng,
     check_resumable,
+    check_resume_config,
     checkpoint_path,
     restore_rng,
+    resume_checkpoint,
     seed_everything,
     stream_seeds,
 )
@@ -63,7 +67,8 @@ log = logging.getLogger(__name__)
 
 # Slurm sends SIGTERM on preemption, --signal (often SIGUSR1) before the time limit; submitit's
 # Slurm launcher asks for SIGUSR2 and requeues the job from its own handler (see hand_over_stop_signal).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# Ctrl-C (SIGINT) saves too; a second Ctrl-C stops at once.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 DDP_STOP_CHECK_STEPS = 10  # under DDP, ranks agree on a stop signal / time limit this often
 PAPER_SAMPLES = 1e6  # n_epochs = 1e6 / n_windows * n_epochs_ref
 
@@ -74,14 +79,15 @@ def preempted_exit_code(signum: int) -> int:
 
 
 def hand_over_stop_signal(signum: int) -> NoReturn:
-    """Exit after training stopped on ``signum`` (last.pt is saved), letting a launcher act first.
+    """Exit after training stopped on ``signum`` (last.safetensors is saved), letting a launcher act first.
 
     Training catches the stop signals itself so it can save; the handler that was installed before
     (submitit's, which requeues the job on SIGUSR2) is then called as if the signal had just
     arrived. Without such a handler, or when it returns, exit with ``128 + signum``.
     """
     handler = signal.getsignal(signum)
-    if callable(handler):
+    # Python's own SIGINT handler would raise KeyboardInterrupt: a traceback after a clean save.
+    if callable(handler) and handler is not signal.default_int_handler:
         handler(signum, None)
     sys.exit(preempted_exit_code(signum))
 
@@ -100,11 +106,21 @@ def run_dir_from_hydra(cfg: DictConfig) -> Path:
 
 @contextmanager
 def stop_signals() -> Iterator[dict[str, int | None]]:
-    """Record SIGTERM/SIGUSR1 in ``state["signum"]`` instead of dying, so the step can finish."""
+    """Record the stop signals in ``state["signum"]`` instead of dying, so the step can finish.
+
+    A second SIGINT while the first is pending raises KeyboardInterrupt (the user insists).
+    """
     state: dict[str, int | None] = {"signum": None}
 
     def record(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and state["signum"] == signal.SIGINT:
+            raise KeyboardInterrupt
         state["signum"] = signum
+        if signum == signal.SIGINT:
+            print(
+                "\ninterrupted: saving the checkpoint (Ctrl-C again to stop at once)",
+                file=sys.stderr,
+            )
 
     # Handlers can only be installed from the main thread; elsewhere keep the defaults.
     if threading.current_thread() is not threading.main_thread():
@@ -142,17 +158,37 @@ def train(
 ) -> dict[str, Any]:
     """Train a Trajectory Transformer as ``cfg`` says, writing checkpoints under ``run_dir``.
 
-    Resumes from ``<run_dir>/checkpoints/last.pt`` when it exists. ``on_step(step)`` is called after
+    Resumes from ``<run_dir>/checkpoints/last.safetensors`` when it exists, after checking that
+    the settings which give it its meaning are unchanged. The run holds ``<run_dir>/.lock``
+    throughout, so a second run in the same dir fails at once. Inside Hydra, the composed config
+    goes to ``<run_dir>/.hydra/`` only once those checks passed. ``on_step(step)`` is called after
     every optimiser step (for tests and tools). Returns the final metrics, including ``val/loss``,
     ``step`` and ``signal`` (the stop signal's number if one ended the run early, else None).
     """
     validate_train_config(cfg)
+    run_dir = Path(run_dir)
     ctx = init_distributed(cfg.device)
     try:
-        with stop_signals() as stop:
-            return Trainer(cfg, Path(run_dir), ctx, stop, on_step).run()
+        with hold_run_dir(run_dir) if ctx.is_main else nullcontext():
+            if ctx.is_main:
+                remove_stale_temp_files(run_dir / CHECKPOINT_DIR)
+            bundle = load_resume_bundle(cfg, run_dir)
+            if ctx.is_main:
+                save_hydra_record(run_dir, cfg)
+            with stop_signals() as stop:
+                return Trainer(cfg, run_dir, ctx, stop, on_step, bundle).run()
     finally:
         shutdown_distributed(ctx)
+
+
+def load_resume_bundle(cfg: DictConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint ``run_dir`` resumes from (None for a new run), checked against ``cfg``."""
+    path = resume_checkpoint(run_dir)
+    if path is None:
+        return None
+    bundle = load_bundle(path)
+    check_resume_config(bundle, OmegaConf.to_container(cfg, resolve=True), path)
+    return bundle
 
 
 class Trainer:
@@ -165,6 +201,7 @@ class Trainer:
         ctx: DistributedContext,
         stop: dict[str, int | None],
         on_step: Callable[[int], None] | None,
+        bundle: dict[str, Any] | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.ctx, self.stop, self.on_step = cfg, run_dir, ctx, stop, on_step
         self.config = OmegaConf.to_container(cfg, resolve=True)
@@ -177,8 +214,6 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.autocast = autocast_context(self.device, tcfg.amp)
 
-        resume_path = checkpoint_path(run_dir, "last")
-        bundle = load_bundle(resume_path) if resume_path.is_file() else None
         trajectories = load_trajectories(cfg)
         self.model_config = build_model_config(
             cfg.model,
@@ -188,7 +223,7 @@ class Trainer:
             cfg.data.sequence_length,
         )
         if bundle is not None:
-            check_resumable(bundle, self.model_config.to_dict(), resume_path)
+            check_resumable(bundle, self.model_config.to_dict(), resume_checkpoint(run_dir))
         saved_discretizer = bundle["discretizer"] if bundle is not None else None
         self.data: TrainingData = tokenize(
             cfg, trajectories, seed=cfg.seed, discretizer_state=saved_discretizer
@@ -197,6 +232,8 @@ class Trainer:
         dropout_seed, sampling_seed = stream_seeds(cfg.seed, ctx.rank)
         seed_everything(cfg.seed)  # the same initial weights on every rank
         self.model = TrajectoryTransformer(self.model_config).to(self.device)
+        if tcfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
         seed_everything(dropout_seed)
         self.train_set = self.data.train.to(self.device)
         self.val_set = self.data.val.to(self.device) if self.data.val is not None else None
@@ -354,7 +391,7 @@ class Trainer:
                 break
         bar.close()
         evaluated_now = self.step % tcfg.eval_interval == 0 or self.step == self.total_steps
-        # After a stop signal time is short: save at once (validating would also change best.pt).
+        # After a stop signal time is short: save at once (validating would also change best.safetensors).
         if stopped_by is None and (not evaluated_now or "val/loss" not in metrics):
             metrics.update(self.validate())
         self.save("last")
@@ -416,7 +453,7 @@ class Trainer:
         }
 
     def validate(self) -> dict[str, float]:
-        """Validation metrics on rank 0 (logged); saves best.pt when the loss improves."""
+        """Validation metrics on rank 0 (logged); saves best.safetensors when the loss improves."""
         if self.val_set is None or not self.ctx.is_main:
             return {}
         n_batches = self.cfg.trainer.val_batches
@@ -437,10 +474,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def save(self, which: str, gather: bool = True) -> None:
-        """Write ``checkpoints/<which>.pt`` from rank 0, with every rank's RNG states if ``gather``.
+        """Write ``checkpoints/<which>.safetensors`` from rank 0, with every rank's RNG states if ``gather``.
 
-        With ``gather`` every rank must call this (it is a collective); best.pt is saved by rank 0
-        alone and holds only its RNG state (resuming always starts from last.pt).
+        With ``gather`` every rank must call this (it is a collective); best.safetensors is saved by rank 0
+        alone and holds only its RNG state (resuming always starts from last.safetensors).
         """
         rng = capture_rng(self.sampler)
         rng_states = gather_to_all(rng, self.ctx) if gather else [rng]

@@ -2,9 +2,16 @@
 
 python scripts/plan.py run_dir=outputs/train/halfcheetah-medium/<time> n_episodes=10 render=true
 python scripts/plan.py checkpoint=<HuggingFace dir> env=halfcheetah-medium planner.horizon=5
+
+Each episode's result is saved as it ends. On SIGTERM or Ctrl-C the finished episodes are kept
+(with partial results files), one line says how to go on, and the exit status is 128 + the signal
+number; the same command with the same name= then plans only the other episodes.
 """
 
 from __future__ import annotations
+
+import signal
+import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -13,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttrl.cli import exit_on_user_error
 from ttrl.config import run_hydra_main  # also registers the schemas and resolvers plan.yaml uses
 from ttrl.evaluation import command_line_planner_overrides, register_resolvers, run_planning
+from ttrl.evaluation.runner import stopped_exit_code
 
 register_resolvers()
 
@@ -20,11 +28,28 @@ register_resolvers()
 @hydra.main(config_path="../configs", config_name="plan", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
+    from ttrl.config import save_hydra_record
+
     hydra_cfg = HydraConfig.get()
+    out_dir = hydra_cfg.runtime.output_dir
     config = OmegaConf.to_container(cfg, resolve=True)
     overrides = command_line_planner_overrides(config, hydra_cfg.overrides.task)
-    run_planning(config, hydra_cfg.runtime.output_dir, planner_overrides=overrides)
+    results = run_planning(
+        config,
+        out_dir,
+        planner_overrides=overrides,
+        on_checked=lambda: save_hydra_record(out_dir, cfg),  # not for a refused run
+    )
+    if results.stopped_by is not None:
+        sys.exit(stopped_exit_code(results.stopped_by))
 
 
 if __name__ == "__main__":
-    run_hydra_main(main)
+    try:
+        run_hydra_main(main)
+    except KeyboardInterrupt:  # Ctrl-C outside the rollout (which stops cleanly on its own)
+        print(
+            "error: interrupted; finished episodes are kept: the same command goes on",
+            file=sys.stderr,
+        )
+        sys.exit(stopped_exit_code(signal.SIGINT))

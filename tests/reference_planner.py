@@ -1,5 +1,9 @@
 """The released beam search, written plainly: one environment, no cache, the whole cropped window is
-re-run for every sampled token. Tests compare ttrl's planner against it."""
+re-run for every sampled token. Tests compare ttrl's planner against it.
+
+One change from the released code: a token is drawn by inverse-CDF sampling from one uniform per row
+(``torch.rand``) instead of ``torch.multinomial``, as ttrl's planner draws them so that each
+environment can read its own random stream."""
 
 from __future__ import annotations
 
@@ -45,7 +49,12 @@ def reference_sample_n(model, x, n, max_block, transition_dim, topk, cdf, genera
             logits = reference_filter_cdf(logits, cdf)
         if topk is not None:
             logits = reference_top_k(logits, topk)
-        indices = torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator)
+        # inverse-CDF sampling: each row's token is where its own uniform falls in the cumulative
+        # distribution; the rows read the generator's numbers in order, one per row and token
+        uniforms = torch.rand(len(x), generator=generator, dtype=logits.dtype)
+        cumulative = logits.softmax(dim=-1).cumsum(dim=-1)
+        indices = torch.searchsorted(cumulative, uniforms[:, None] * cumulative[:, -1:], right=True)
+        indices = indices.clamp(max=logits.shape[-1] - 1)
         logp += torch.log(raw_probs[torch.arange(len(x)), indices[:, 0]])
         x = torch.cat([x, indices], dim=1)
         probs_seen.append(raw_probs)

@@ -26,6 +26,7 @@ from ttrl.evaluation import (
 from ttrl.evaluation.video import VideoRecorder
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.planning import PlannerConfig
+from ttrl.training.state import checkpoint_path
 
 N_BINS = 20
 
@@ -66,8 +67,9 @@ def save_tiny_run(
     model: TrajectoryTransformer,
     discretizer: Discretizer,
     planner: dict | None = None,
+    step: int = 0,
 ) -> Path:
-    """A training run dir as scripts/train.py leaves it: checkpoints/last.pt with config and trainer."""
+    """A training run dir as scripts/train.py leaves it: its last checkpoint, with config and trainer."""
     config = {
         "env": {"name": dataset},
         "planner": {**PlannerConfig().__dict__, **(planner or {})},
@@ -76,12 +78,12 @@ def save_tiny_run(
         "seed": 0,
     }
     return save_bundle(
-        run_dir / "checkpoints" / "last.pt",
+        checkpoint_path(run_dir, "last"),  # where training writes it, whatever the format
         model_config=model.config.to_dict(),
         model=model.state_dict(),
         discretizer=discretizer.state_dict(),
         config=config,
-        trainer={"step": 0, "wandb_run_id": None},
+        trainer={"step": step, "wandb_run_id": None},
     )
 
 
@@ -205,6 +207,62 @@ def test_episodes_that_end_early_drop_out_and_the_rest_go_on(tiny_dataset, early
         for r in (e.total_return for e in results.episodes)
     ]
     np.testing.assert_allclose([e.normalized_score for e in results.episodes], expected)
+
+
+def test_episodes_planned_apart_equal_the_same_episodes_in_the_full_batch(tiny_dataset):
+    # What a resumed evaluation relies on: episode i depends on its index only, not its batch.
+    discretizer = fit_discretizer(tiny_dataset)
+    model = tiny_model()
+    with torch.no_grad():  # less confident heads: the planner's random draws change its plans
+        model.head.weight.mul_(0.1)
+    config = PlannerConfig(horizon=2, beam_width=4, n_expand=3, cdf_act=None)
+
+    def run(**kwargs):
+        return evaluate(
+            model,
+            discretizer,
+            config,
+            evaluation_spec(tiny_dataset),
+            n_episodes=4,
+            seed=5,
+            max_episode_steps=12,
+            progress=False,
+            **kwargs,
+        )
+
+    full = {e.episode: e for e in run().episodes}
+    saved: list[EpisodeResult] = []
+    rest = run(episodes=[3, 1], on_episode_end=saved.append)
+    alone = run(episodes=[2])
+    assert [e.episode for e in rest.episodes] == [1, 3] and rest.complete
+    for episode in [*rest.episodes, *alone.episodes]:
+        assert episode == full[episode.episode]  # every reward and prediction, bit for bit
+    assert sorted(e.episode for e in saved) == [1, 3]
+    assert full[0].rewards != full[1].rewards  # the episodes do differ
+
+
+def test_a_stopped_rollout_returns_its_finished_episodes_only(tiny_dataset, early_envs):
+    factory, _ = early_envs  # the episode reset with seed 11 ends after 4 steps
+    steps = []
+
+    def stop_after_six_steps() -> bool:
+        steps.append(1)
+        return len(steps) > 6
+
+    results = evaluate(
+        tiny_model(),
+        fit_discretizer(tiny_dataset),
+        PlannerConfig(horizon=2, beam_width=2),
+        evaluation_spec(tiny_dataset),
+        n_episodes=3,
+        seed=10,
+        max_episode_steps=9,
+        env_factory=factory,
+        progress=False,
+        should_stop=stop_after_six_steps,
+    )
+    assert [e.seed for e in results.episodes] == [11] and not results.complete
+    assert results.n_episodes == 3 and "1 of 3 episodes" in results.summary()
 
 
 def test_between_replans_the_plan_is_followed(tiny_dataset, early_envs):

@@ -109,7 +109,7 @@ def test_plan_script_without_checkpoint_prints_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
-    assert "checkpoints/last.pt" in lines[0] and "scripts/train.py" in lines[0]
+    assert "checkpoints/last.safetensors" in lines[0] and "scripts/train.py" in lines[0]
 
 
 def test_hf_checkpoint_refits_the_discretizer_on_the_dataset(tmp_path, tiny_dataset):
@@ -159,3 +159,25 @@ def test_model_and_env_of_different_sizes_is_an_error(tmp_path, tiny_dataset):
     assert "observation dim 17" in message and "action dim 6" in message
     assert "observation dim 11" in message and "action dim 3" in message
     assert "\n" not in message
+
+
+def test_a_second_plan_into_the_same_folder_fails_naming_the_first(tiny_run, tmp_path):
+    out_dir = tiny_run / "plan" / "busy"
+    code = (
+        "import time; from ttrl.locking import hold_plan_dir\n"
+        f"with hold_plan_dir({str(out_dir)!r}):\n"
+        "    print('held', flush=True); time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_plan_script(
+            tmp_path, f"run_dir={tiny_run}", "name=busy", "logger.mode=disabled", "device=cpu"
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert f"in use by process {holder.pid}" in lines[0] and "name=" in lines[0]
+    assert not (out_dir / "results.json").exists()

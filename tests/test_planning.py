@@ -14,7 +14,7 @@ from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.planning import BeamPlanner, PlannerConfig, PlanningContext
-from ttrl.planning.sampling import filter_cdf, keep_top_k
+from ttrl.planning.sampling import filter_cdf, inverse_cdf, keep_top_k, sample_tokens
 
 S, A, N = 3, 2, 10  # small observation/action dims and bins: planning stays fast
 T = S + A + 2
@@ -115,6 +115,56 @@ def test_batched_environments_equal_each_planned_alone(model, discretizer, windo
         assert torch.equal(together.tokens[env], alone.tokens[0])
         assert torch.equal(together.tokens[env], reference["tokens"])
         torch.testing.assert_close(together.scores[env], alone.scores[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_sampled_environments_with_own_generators_equal_each_planned_alone(
+    model, discretizer, use_cache
+):
+    # Sampled actions and observations: each environment reads only its own generator's draws.
+    config = planner_config(
+        window_transitions=3, k_act=None, cdf_act=0.3, k_obs=None, use_cache=use_cache
+    )
+    prefix = random_prefix(4, context=2, seed=13)
+    planner = BeamPlanner(model, discretizer, config)
+
+    def generators(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    together = planner.plan(prefix, generator=generators([20, 21, 22, 23]))
+    for env in range(4):
+        alone = planner.plan(prefix[env : env + 1], generator=generators([20 + env]))
+        assert torch.equal(together.tokens[env], alone.tokens[0])
+        torch.testing.assert_close(together.scores[env], alone.scores[0], rtol=1e-12, atol=1e-12)
+    # the last three on their own, as a resumed evaluation plans them
+    rest = planner.plan(prefix[1:], generator=generators([21, 22, 23]))
+    assert torch.equal(together.tokens[1:], rest.tokens)
+    # the draws matter: another generator for environment 0 changes its plan, not the others'
+    other = planner.plan(prefix, generator=generators([99, 21, 22, 23]))
+    assert not torch.equal(other.tokens[0], together.tokens[0])
+    assert torch.equal(other.tokens[1:], together.tokens[1:])
+
+
+def test_one_generator_per_environment_is_checked(model, discretizer):
+    planner = BeamPlanner(model, discretizer, planner_config())
+    with pytest.raises(TtrlError, match="2 generators for 3 environments"):
+        planner.plan(random_prefix(3, context=2, seed=0), generator=[torch.Generator()] * 2)
+
+
+def test_inverse_cdf_never_draws_a_token_of_zero_weight():
+    weights = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0]] * 4, dtype=torch.float32)
+    # 0, the largest float32 below 1, and 1 itself (a rounding target past the total)
+    uniforms = torch.tensor([0.0, 0.49999, 1.0 - 2**-24, 1.0])
+    assert inverse_cdf(weights, uniforms).tolist() == [1, 1, 3, 3]
+
+
+def test_sample_tokens_follows_the_filtered_distribution():
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)).repeat(20000, 1)
+    tokens, probs = sample_tokens(logits, None, None, generator=torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(tokens, minlength=4).double() / len(tokens)
+    torch.testing.assert_close(frequencies, probs[0], atol=0.015, rtol=0)  # ~4 standard errors
+    top2, _ = sample_tokens(logits, 2, None, generator=torch.Generator().manual_seed(0))
+    assert set(top2.tolist()) == {2, 3}
 
 
 def test_plan_tokens_continue_the_prefix(model, discretizer):

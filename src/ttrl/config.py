@@ -27,7 +27,7 @@ from ttrl.data.registry import SOURCES as DATASET_SOURCES
 from ttrl.discretization.discretizer import KINDS as DISCRETIZER_KINDS
 
 # The planner section is typed by the planner's own settings class (one definition of its fields).
-from ttrl.planning.config import PlannerConfig
+from ttrl.planning.config import MIN_WINDOW_TRANSITIONS, PlannerConfig
 
 # The repository's configs/ folder (ttrl is installed editable from its checkout).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -102,11 +102,14 @@ class TrainerConfig:
     epochs: float | None = None  # overrides the paper formula
     max_steps: int | None = None  # overrides epochs and the paper formula
     max_minutes: float | None = None  # stop (and save) after this much wall-clock time
-    eval_interval: int = 2000  # steps between validations (and best.pt updates)
+    eval_interval: int = 2000  # steps between validations (and best.safetensors updates)
     val_batches: int = 16  # validation batches per evaluation (0 = the whole split)
     log_interval: int = 100  # steps between train/ and perf/ logs
-    save_interval: int = 5000  # steps between last.pt saves (also saved at the end and on SIGTERM)
+    save_interval: int = (
+        5000  # steps between last.safetensors saves (also saved at the end and on SIGTERM)
+    )
     compile: bool = False  # torch.compile the model (the uncompiled state dict is saved)
+    gradient_checkpointing: bool = False  # recompute activations in backward (less memory)
     amp: bool = True  # bf16 autocast + TF32 on CUDA (ignored on CPU)
     num_threads: int | None = None  # torch CPU threads (None = torch's default)
     progress: bool = True  # tqdm progress bar on rank 0
@@ -122,12 +125,14 @@ class LoggerConfig:
     group: str | None = None  # None = env name + a hash of the config without the seed
     name: str | None = None  # None = <env>-s<seed>
     tags: list[str] = field(default_factory=list)
-    log_checkpoint: bool = True  # upload the final best.pt as an artifact (skipped offline)
+    log_checkpoint: bool = (
+        True  # upload the final best.safetensors as an artifact (skipped offline)
+    )
 
 
 @dataclass
 class EvaluateConfig:
-    """Planner evaluation of the final checkpoint (``last.pt``) once training has finished.
+    """Planner evaluation of the final checkpoint (``last.safetensors``) once training has finished.
 
     Results go to ``<run_dir>/plan/<name>/`` (results.json, results.csv, ...), as ``scripts/plan.py``
     writes them, with the run's own planner settings; results of the same checkpoint step and
@@ -187,6 +192,13 @@ def register_configs() -> None:
     store.store(name="train_schema", node=TrainConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=f"ttrl_schema/{group}", name=group, node=schema)
+    from ttrl.data.collect import MakeDatasetConfig  # loaded with ttrl.data.registry already
+
+    store.store(name="make_dataset_schema", node=MakeDatasetConfig)  # configs/make_dataset.yaml
+    # configs/plan.yaml's plan_schema is stored by its module on import (PlanConfig extends
+    # EvaluateConfig above, so this module cannot import it by name: a cycle)
+    import ttrl.evaluation.config  # noqa: F401
+
     if not OmegaConf.has_resolver("ttrl.if_none"):
         OmegaConf.register_new_resolver("ttrl.if_none", _if_none)
     if not OmegaConf.has_resolver("ttrl.slug"):
@@ -255,6 +267,9 @@ def validate_train_config(cfg: Any) -> None:
         for key, value in not_negative.items()
         if value is not None and value < 0
     ]
+    steps = cfg.evaluate.max_episode_steps
+    if steps is not None and steps < 1:
+        problems.append(f"evaluate.max_episode_steps={steps} must be >= 1 (or null: the env's)")
     if trainer.epochs is not None and trainer.epochs <= 0:
         problems.append(f"trainer.epochs={trainer.epochs} must be > 0 (or null for the paper's)")
     if trainer.decay_epochs < trainer.warmup_epochs:
@@ -266,6 +281,11 @@ def validate_train_config(cfg: Any) -> None:
         problems.append(f"trainer.min_lr_ratio={trainer.min_lr_ratio} must be in [0, 1]")
     if len(trainer.betas) != 2 or not all(0.0 <= b < 1.0 for b in trainer.betas):
         problems.append(f"trainer.betas={list(trainer.betas)} must be two numbers in [0, 1)")
+    if 0 < data.sequence_length < MIN_WINDOW_TRANSITIONS:
+        problems.append(
+            f"data.sequence_length={data.sequence_length} must be >= {MIN_WINDOW_TRANSITIONS}: "
+            f"the planner needs a model that sees a transition and the next one"
+        )
     if not 0.0 <= data.val_fraction < 1.0:
         problems.append(f"data.val_fraction={data.val_fraction} must be in [0, 1)")
     if cfg.model.n_embd % cfg.model.n_head:
@@ -275,6 +295,29 @@ def validate_train_config(cfg: Any) -> None:
     if problems:
         raise TtrlError("bad config: " + "; ".join(problems))
     PlannerConfig(**OmegaConf.to_container(cfg.planner, resolve=True))  # raises its own TtrlError
+
+
+HYDRA_RECORD_DIR = ".hydra"
+
+
+def save_hydra_record(run_dir: str | os.PathLike, cfg: Any) -> None:
+    """Write ``<run_dir>/.hydra/{config,hydra,overrides}.yaml`` as Hydra does, inside a Hydra job.
+
+    ``train.yaml`` turns Hydra's own writing off (``hydra.output_subdir: null``), so that a run
+    refused before it starts (a locked run dir, a resume with changed settings) rewrites nothing;
+    training calls this once those checks passed. ``cfg`` is the job's task config.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from ttrl.io import atomic_write_text
+
+    if not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    record = Path(run_dir) / HYDRA_RECORD_DIR
+    atomic_write_text(record / "config.yaml", OmegaConf.to_yaml(cfg))
+    atomic_write_text(record / "hydra.yaml", OmegaConf.to_yaml({"hydra": hydra}))
+    atomic_write_text(record / "overrides.yaml", OmegaConf.to_yaml(list(hydra.overrides.task)))
 
 
 def compose_error_message(err: BaseException, script: str = "scripts/train.py") -> str:

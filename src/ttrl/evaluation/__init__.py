@@ -1,5 +1,6 @@
 """Evaluation stage: MuJoCo rollouts planned in one batch, normalised scores, results files, plots, video."""
 
+from ttrl.evaluation.config import PlanConfig, validate_plan_config
 from ttrl.evaluation.loading import (
     PlanningInputs,
     evaluation_spec,
@@ -12,10 +13,12 @@ from ttrl.evaluation.rollout import EpisodeResults, check_spaces, evaluate, make
 from ttrl.evaluation.runner import (
     command_line_planner_overrides,
     evaluate_training_run,
+    evaluation_settings,
     load_inputs,
     plan_output_dir,
     register_resolvers,
     run_planning,
+    stopped_exit_code,
 )
 from ttrl.evaluation.scores import (
     EpisodeResult,
@@ -23,16 +26,20 @@ from ttrl.evaluation.scores import (
     mean_and_standard_error,
     realised_values,
 )
+from ttrl.evaluation.store import EpisodeStore
 
 __all__ = [
     "EpisodeResult",
     "EpisodeResults",
+    "EpisodeStore",
+    "PlanConfig",
     "PlanningInputs",
     "aggregate",
     "check_spaces",
     "command_line_planner_overrides",
     "evaluate",
     "evaluate_training_run",
+    "evaluation_settings",
     "evaluation_spec",
     "load_checkpoint_with_dataset",
     "load_inputs",
@@ -46,5 +53,7 @@ __all__ = [
     "register_resolvers",
     "results_dict",
     "run_planning",
+    "stopped_exit_code",
+    "validate_plan_config",
     "write_results",
 ]

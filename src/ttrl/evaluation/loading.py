@@ -39,7 +39,7 @@ class PlanningInputs:
 def load_run(
     run_dir: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
 ) -> PlanningInputs:
-    """Model, discretiser and config of a training run (``<run_dir>/checkpoints/<which>.pt``)."""
+    """Model, discretiser and config of a training run (``<run_dir>/checkpoints/<which>.safetensors``)."""
     from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer
 

@@ -21,11 +21,17 @@ PREDICTIONS_PLOT = "predictions.png"
 
 
 def results_dict(results: EpisodeResults, config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Everything about an evaluation as JSON-ready data (NaN, e.g. the se of one episode, is null)."""
+    """Everything about an evaluation as JSON-ready data (NaN, e.g. the se of one episode, is null).
+
+    ``complete`` is False for the partial results of a stopped evaluation: ``aggregates`` then
+    cover the ``aggregates.n_episodes`` finished of the ``n_episodes_total`` asked for.
+    """
     return _json_safe(
         {
             "dataset": results.dataset,
             "env_id": results.env_id,
+            "complete": results.complete,
+            "n_episodes_total": results.n_episodes or len(results.episodes),
             "reference_scores": results.reference,
             "aggregates": results.aggregates,
             "episodes": [e.row() for e in results.episodes],

@@ -5,6 +5,10 @@ count and their planning prefixes have the same length: one ``BeamPlanner.plan``
 running episodes decides all of them. Episodes that end (terminated or truncated) drop out of the
 batch and the rest go on. Between replans (``plan_freq`` > 1) each episode executes the next
 action of its current plan.
+
+Episode ``i`` depends on nothing but its index: its env is reset with ``seed + i`` and the planner
+draws its random numbers from its own generator, seeded with ``seed + i``. So any subset of the
+episodes (those an interrupted evaluation did not finish) plans exactly as in the full batch.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +76,8 @@ class EpisodeResults:
     ``timing``: ``wall_seconds``, ``plan_seconds`` (inside the planner), ``planner_calls``,
     ``decisions`` (one per running episode per planner call), ``decisions_per_second``
     (= decisions / plan_seconds), ``env_steps`` and ``env_steps_per_second`` (over the wall time).
+    ``n_episodes`` is how many episodes were asked for (None: as many as ``episodes`` holds); fewer
+    finished ones mean the evaluation was stopped early (``stopped_by``: the signal, if one did).
     """
 
     episodes: list[EpisodeResult]
@@ -80,6 +86,13 @@ class EpisodeResults:
     reference: dict[str, Any]
     timing: dict[str, float]
     video_path: Path | None = None
+    n_episodes: int | None = None
+    stopped_by: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every episode asked for finished."""
+        return self.n_episodes is None or len(self.episodes) >= self.n_episodes
 
     @property
     def aggregates(self) -> dict[str, Any]:
@@ -89,14 +102,21 @@ class EpisodeResults:
     def summary(self) -> str:
         """One line: env, episodes, normalised score mean ± se (or return), decisions/s."""
         agg = self.aggregates
-        if agg["normalized_score_mean"] is not None:
+        if not agg["n_episodes"]:
+            score = "no score"
+        elif agg["normalized_score_mean"] is not None:
             score = f"score {_mean_se(agg['normalized_score_mean'], agg['normalized_score_se'])}"
         else:
             score = "score n/a (no reference scores)"
+        count = str(agg["n_episodes"])
+        if not self.complete:
+            count += f" of {self.n_episodes}"
+        returns = ""
+        if agg["n_episodes"]:
+            returns = f", return {_mean_se(agg['return_mean'], agg['return_se'])}"
         return (
-            f"{self.dataset} ({self.env_id}): {agg['n_episodes']} episodes, {score}, "
-            f"return {_mean_se(agg['return_mean'], agg['return_se'])}, "
-            f"{self.timing['decisions_per_second']:.2f} decisions/s"
+            f"{self.dataset} ({self.env_id}): {count} episodes, {score}{returns}, "
+            f"{self.timing.get('decisions_per_second', 0.0):.2f} decisions/s"
         )
 
 
@@ -118,9 +138,10 @@ def check_spaces(env: Any, env_id: str, observation_dim: int, action_dim: int) -
 
 @dataclass
 class _Episode:
-    """The running state of one episode."""
+    """The running state of one episode: ``index`` in the evaluation, ``row`` in this batch."""
 
     index: int
+    row: int
     seed: int
     env: Any
     observation: np.ndarray
@@ -149,6 +170,9 @@ def evaluate(
     termination_penalty: float = -100.0,
     env_factory: EnvFactory = make_env,
     progress: bool = True,
+    episodes: Sequence[int] | None = None,
+    on_episode_end: Callable[[EpisodeResult], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EpisodeResults:
     """Roll out ``n_episodes`` episodes with the beam-search planner, all planned in one batch.
 
@@ -157,19 +181,27 @@ def evaluate(
         discretizer: the :class:`~ttrl.discretization.Discretizer` the model was trained with.
         planner_config: a :class:`~ttrl.planning.PlannerConfig`.
         spec: the dataset the model was trained on: its ``env_id`` and reference scores.
-        n_episodes: episodes to run; episode ``i`` resets its env with ``seed + i``.
+        n_episodes: episodes of the evaluation; episode ``i`` resets its env with ``seed + i``
+            and seeds its planner's generator with ``seed + i``.
         seed: base seed of the envs and of the planner's sampling.
         max_episode_steps: step limit per episode; None keeps the env's (1000 for MuJoCo).
-        video_path: if set, the first episode is rendered offscreen into this MP4.
+        video_path: if set, episode 0 is rendered offscreen into this MP4 (saved as it ends).
         value_discount, termination_penalty: how realised values are computed for the
             predicted-vs-realised comparison (the training targets' conventions).
         env_factory: ``(env_id, max_episode_steps, render) -> env``; tests pass wrapped envs.
         progress: show tqdm bars over steps and episodes.
+        episodes: the indices to plan (default: all ``n_episodes``); each plans as in the full batch.
+        on_episode_end: called with each episode's result as soon as it ends (to save it).
+        should_stop: checked before every step; when it returns True the rollout stops and the
+            unfinished episodes are dropped (the result then holds fewer than asked for).
     """
     from ttrl.planning import BeamPlanner
 
     if n_episodes < 1:
         raise TtrlError(f"n_episodes must be at least 1, got {n_episodes}")
+    indices = list(range(n_episodes)) if episodes is None else sorted(set(episodes))
+    if not indices or not 0 <= indices[0] <= indices[-1] < n_episodes:
+        raise TtrlError(f"episodes {indices} must be a non-empty subset of 0..{n_episodes - 1}")
     if spec.env_id is None:
         raise TtrlError(
             f"dataset {spec.name!r} names no environment to evaluate in; use a D4RL-style name "
@@ -179,39 +211,51 @@ def evaluate(
     # Made before any env so a bad planner setting (horizon, beam width) fails at once.
     planner = BeamPlanner(model, discretizer, planner_config)
     observation_dim, action_dim = model.config.observation_dim, model.config.action_dim
-    episodes = _start_episodes(
+    running = _start_episodes(
         env_factory,
         spec.env_id,
-        n_episodes,
+        indices,
         seed,
         max_episode_steps,
         video_path is not None,
         observation_dim,
         action_dim,
     )
-    renders = getattr(episodes[0].env, "render_mode", None) == "rgb_array"
-    recorder = VideoRecorder(episodes[0].env, video_path) if video_path and renders else None
+    first = running[0]
+    renders = first.index == 0 and getattr(first.env, "render_mode", None) == "rgb_array"
+    recorder = VideoRecorder(first.env, video_path) if video_path and renders else None
     if recorder is not None:
         recorder.capture()
+    finished: list[EpisodeResult] = []
+    saved_video: list[Path] = []
+
+    def episode_ended(episode: _Episode) -> None:
+        if recorder is not None and episode.index == 0:  # the video is whole before its episode
+            path = recorder.close()
+            saved_video.extend([path] if path else [])
+        result = _finish(episode, spec, value_discount, termination_penalty)
+        finished.append(result)
+        if on_episode_end is not None:
+            on_episode_end(result)
+
     try:
         timing = _run_episodes(
             planner,
             planner_config,
             discretizer,
-            episodes,
+            running,
             recorder,
-            seed,
             observation_dim,
             action_dim,
             progress,
+            episode_ended,
+            should_stop,
         )
-        saved_video = recorder.close() if recorder is not None else None
     finally:  # also on Ctrl-C: no half-written video, no open renderers
         if recorder is not None:
             recorder.discard()
-        for episode in episodes:
+        for episode in running:
             episode.env.close()
-    finished = [_finish(e, spec, value_discount, termination_penalty) for e in episodes]
     n_stop = sum(e.stop_actions for e in finished)
     if n_stop:
         warnings.warn(
@@ -221,19 +265,20 @@ def evaluate(
             stacklevel=2,
         )
     return EpisodeResults(
-        episodes=finished,
+        episodes=sorted(finished, key=lambda e: e.episode),
         env_id=spec.env_id,
         dataset=spec.name,
         reference={"min": spec.ref_min_score, "max": spec.ref_max_score, "source": spec.ref_source},
         timing=timing,
-        video_path=saved_video,
+        video_path=saved_video[0] if saved_video else None,
+        n_episodes=len(indices),
     )
 
 
 def _start_episodes(
     env_factory: EnvFactory,
     env_id: str,
-    n_episodes: int,
+    indices: list[int],
     seed: int,
     max_episode_steps: int | None,
     render_first: bool,
@@ -241,11 +286,11 @@ def _start_episodes(
     action_dim: int,
 ) -> list[_Episode]:
     episodes = []
-    for i in range(n_episodes):
+    for row, i in enumerate(indices):
         env = env_factory(env_id, max_episode_steps, render_first and i == 0)
         check_spaces(env, env_id, observation_dim, action_dim)
         observation, _ = env.reset(seed=seed + i)
-        episodes.append(_Episode(i, seed + i, env, np.asarray(observation, dtype=np.float32)))
+        episodes.append(_Episode(i, row, seed + i, env, np.asarray(observation, dtype=np.float32)))
     return episodes
 
 
@@ -255,24 +300,27 @@ def _run_episodes(
     discretizer: Any,
     episodes: list[_Episode],
     recorder: VideoRecorder | None,
-    seed: int,
     observation_dim: int,
     action_dim: int,
     progress: bool,
+    episode_ended: Callable[[_Episode], None],
+    should_stop: Callable[[], bool] | None,
 ) -> dict[str, float]:
-    """Step every episode until all are done; returns the timing numbers."""
+    """Step every episode until all are done (or ``should_stop``); returns the timing numbers."""
     from ttrl.planning import PlanningContext
 
+    device = _device_of(planner)
     context = PlanningContext(
         discretizer,
         observation_dim=observation_dim,
         action_dim=action_dim,
         n_envs=len(episodes),
         context_transitions=planner_config.context_transitions,
-        device=_device_of(planner),
+        device=device,
     )
     context.reset(np.stack([e.observation for e in episodes]))
-    generator = torch.Generator(device=_device_of(planner)).manual_seed(seed)
+    # One stream per episode: what it draws never depends on which episodes share its batch.
+    generators = [torch.Generator(device=device).manual_seed(e.seed) for e in episodes]
     max_steps = max(_step_limit(e.env) or 0 for e in episodes) or None
     step_bar = tqdm(total=max_steps, desc="steps", unit="step", disable=not progress, leave=False)
     episode_bar = tqdm(
@@ -285,11 +333,15 @@ def _run_episodes(
     start = time.perf_counter()
     try:
         while running := [e for e in episodes if not e.done]:
+            if should_stop is not None and should_stop():
+                break
             exhausted = not plan or offset + 1 >= plan[0].shape[1]
             if exhausted or steps % planner_config.plan_freq == 0:
-                plan_rows, offset = [e.index for e in running], 0
+                plan_rows, offset = [e.row for e in running], 0
                 tic = time.perf_counter()
-                found = planner.plan(context.prefix(plan_rows), generator=generator)
+                found = planner.plan(
+                    context.prefix(plan_rows), generator=[generators[r] for r in plan_rows]
+                )
                 action_tokens = found.tokens[:, :, observation_dim : observation_dim + action_dim]
                 stops = (action_tokens == discretizer.stop_token).any(dim=-1)
                 # one transfer per plan: actions [n, H, A]; predicted rewards, values, stops [n, H]
@@ -301,6 +353,9 @@ def _run_episodes(
                 offset += 1
             _step_all(running, plan, plan_rows, offset, context, recorder)
             steps += 1
+            for episode in running:
+                if episode.done:
+                    episode_ended(episode)
             step_bar.update(1)
             step_bar.set_postfix(
                 running=len(running), decisions_per_s=f"{n_decisions / max(plan_seconds, 1e-9):.2f}"
@@ -332,8 +387,8 @@ def _step_all(
 ) -> None:
     """Execute each running episode's planned action at ``offset`` and record what happened."""
     actions, predicted_rewards, predicted_values, stops = plan
-    row_of = {index: row for row, index in enumerate(plan_rows)}
-    rows = [row_of[e.index] for e in running]
+    row_of = {context_row: row for row, context_row in enumerate(plan_rows)}
+    rows = [row_of[e.row] for e in running]
     executed = actions[rows, offset]
     for episode, row, action in zip(running, rows, executed, strict=True):
         episode.stop_actions += int(stops[row, offset])
@@ -346,7 +401,7 @@ def _step_all(
         if recorder is not None and episode.index == 0:
             recorder.capture()
     context.append(
-        [e.index for e in running],
+        [e.row for e in running],
         executed,
         np.array([e.rewards[-1] for e in running]),
         np.stack([e.observation for e in running]),

@@ -1,15 +1,27 @@
-"""The body of ``scripts/plan.py``: load a model, roll it out, write and log the results."""
+"""The body of ``scripts/plan.py``: load a model, roll it out, write and log the results.
+
+Each episode's result is written as it ends (:mod:`ttrl.evaluation.store`). SIGTERM or Ctrl-C
+stops the rollout after its current step: the finished episodes are kept, results files are
+written for them, and running the same evaluation again plans only the others. A second Ctrl-C
+stops at once (the finished episodes are on disk already).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ttrl.errors import TtrlError
+from ttrl.evaluation.config import validate_plan_config
 from ttrl.evaluation.loading import (
     PlanningInputs,
     evaluation_spec,
@@ -19,10 +31,13 @@ from ttrl.evaluation.loading import (
 )
 from ttrl.evaluation.report import PREDICTIONS_PLOT, RESULTS_JSON, write_results
 from ttrl.evaluation.rollout import EpisodeResults, evaluate
+from ttrl.evaluation.store import EpisodeStore
 from ttrl.evaluation.wandb_logging import log_to_wandb, wandb_settings
+from ttrl.locking import hold_plan_dir
 
 VIDEO_FILE = "episode0.mp4"
 PLAN_SUBDIR = "plan"  # evaluations of a training run live in <run_dir>/plan/<name>/
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def plan_output_dir(run_dir: str | None, name: str) -> str:
@@ -86,12 +101,93 @@ def load_inputs(cfg: Mapping[str, Any]) -> PlanningInputs:
     )
 
 
+def stopped_exit_code(signum: int) -> int:
+    """Exit status after a stop signal: ``128 + signum`` (143 for SIGTERM, 130 for Ctrl-C)."""
+    return 128 + signum
+
+
+@contextmanager
+def stop_requests() -> Iterator[dict[str, int | None]]:
+    """Record SIGTERM/SIGINT in ``state["signum"]`` so the rollout can stop after its step.
+
+    A second SIGINT raises KeyboardInterrupt at once (the user insists). Outside the main thread,
+    where handlers cannot be installed, nothing changes.
+    """
+    state: dict[str, int | None] = {"signum": None}
+
+    def record(signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and state["signum"] is not None:
+            raise KeyboardInterrupt
+        state["signum"] = state["signum"] or signum
+
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
+    try:
+        yield state
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def resume_command(argv: Sequence[str], name: str) -> str:
+    """The command that continues an evaluation: ``argv`` with ``name=<name>`` (its folder)."""
+    script = os.path.relpath(argv[0]) if argv else "scripts/plan.py"
+    args = [a for a in argv[1:] if not a.startswith("name=")]
+    return shlex.join(["python", script, *args, f"name={name}"])
+
+
+def evaluation_settings(
+    cfg: Mapping[str, Any],
+    inputs: PlanningInputs,
+    planner_config: Any,
+    device: Any,
+    data: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything that decides the episodes' results: two runs with equal settings plan the same.
+
+    The checkpoint is named relative to ``run_dir`` when it lies inside it (the run dir may move)
+    and by its absolute path otherwise, with the optimiser step it was saved at.
+    """
+    from ttrl import __version__
+
+    source = Path(inputs.source) if inputs.source is not None else None
+    run_dir = cfg.get("run_dir")
+    checkpoint = None
+    if source is not None:
+        checkpoint = str(source.resolve())
+        if run_dir and source.resolve().is_relative_to(Path(run_dir).resolve()):
+            checkpoint = str(source.resolve().relative_to(Path(run_dir).resolve()))
+    return {
+        "checkpoint": checkpoint,
+        "checkpoint_step": inputs.trainer.get("step"),
+        "dataset": inputs.dataset,
+        "n_episodes": cfg["n_episodes"],
+        "seed": cfg["seed"],
+        "max_episode_steps": cfg.get("max_episode_steps"),
+        "render": bool(cfg.get("render")),
+        "planner": dataclasses.asdict(planner_config),
+        "data": dict(data),
+        "device": device.type,
+        "ttrl_version": __version__,
+    }
+
+
 def run_planning(
     cfg: Mapping[str, Any],
     out_dir: str | os.PathLike,
     planner_overrides: Mapping[str, Any] | None = None,
+    resume_hint: str | None = None,
+    on_checked: Callable[[], None] | None = None,
 ) -> EpisodeResults:
     """Load, plan ``n_episodes`` episodes, write results into ``out_dir``, log to W&B, print a summary.
+
+    Episodes that an earlier run with the same settings finished in ``out_dir`` are read back,
+    not planned again; results of other settings are refused unless ``cfg.overwrite``. Stopped
+    by SIGTERM/SIGINT, it writes the results of the finished episodes, prints one line saying what
+    was kept and how to go on, and returns them with ``stopped_by`` set (the caller exits with
+    :func:`stopped_exit_code`).
 
     Args:
         cfg: the plan config (``configs/plan.yaml``) as a plain mapping.
@@ -99,12 +195,26 @@ def run_planning(
         planner_overrides: planner settings that replace the run's (see
             :func:`command_line_planner_overrides`); for a checkpoint without a run config, the
             whole ``cfg.planner`` section applies.
+        resume_hint: how to go on after a stop (default: run the same command with ``name=``).
+        on_checked: called once the folder's settings check passed, before planning.
     """
-    import torch
+    validate_plan_config(cfg)
+    with stop_requests() as stop, hold_plan_dir(out_dir):
+        return _run_planning(
+            cfg, Path(out_dir), planner_overrides or {}, resume_hint, on_checked, stop
+        )
 
+
+def _run_planning(
+    cfg: Mapping[str, Any],
+    out_dir: Path,
+    planner_overrides: Mapping[str, Any],
+    resume_hint: str | None,
+    on_checked: Callable[[], None] | None,
+    stop: dict[str, int | None],
+) -> EpisodeResults:
     from ttrl.training.distributed import resolve_device
 
-    out_dir = Path(out_dir)
     inputs = load_inputs(cfg)
     run_planner = inputs.train_config.get("planner")
     if run_planner is None:  # no training run: the plan config's planner section is the setting
@@ -114,31 +224,79 @@ def run_planning(
     device = resolve_device(cfg.get("device", "auto"))
     data = inputs.train_config.get("data") or cfg.get("data") or {}
     spec = evaluation_spec(inputs.dataset, data.get("source", "auto"))
-    torch.manual_seed(int(cfg.get("seed", 0)))
-    results = evaluate(
-        inputs.model.to(device),
-        inputs.discretizer,
-        planner_config,
-        spec,
-        n_episodes=int(cfg.get("n_episodes", 10)),
-        seed=int(cfg.get("seed", 0)),
-        max_episode_steps=cfg.get("max_episode_steps"),
-        video_path=out_dir / VIDEO_FILE if cfg.get("render") else None,
-        value_discount=data.get("discount", 0.99),
-        termination_penalty=data.get("termination_penalty", -100.0),
-        progress=bool(cfg.get("progress", True)),
-    )
+    n_episodes = int(cfg["n_episodes"])
+    settings = evaluation_settings(cfg, inputs, planner_config, device, data)
+    store = EpisodeStore(out_dir)
+    done = store.open(settings, overwrite=bool(cfg.get("overwrite")))
+    if on_checked is not None:
+        on_checked()
     config = {
         "plan": {k: v for k, v in cfg.items() if k != "planner"},  # the planner used is below
         "planner": dataclasses.asdict(planner_config),
         "checkpoint": str(inputs.source),
         "train_config": inputs.train_config,
+        "evaluation": settings,
     }
-    write_results(results, out_dir, config)
-    settings = wandb_settings(cfg.get("logger") or {}, inputs.train_config, inputs.trainer)
+    video = out_dir / VIDEO_FILE if cfg.get("render") else None
+
+    def collected() -> EpisodeResults:  # every finished episode of these settings, from disk
+        return EpisodeResults(
+            episodes=[e for _, e in sorted(store.finished().items())],
+            env_id=str(spec.env_id),
+            dataset=spec.name,
+            reference={
+                "min": spec.ref_min_score,
+                "max": spec.ref_max_score,
+                "source": spec.ref_source,
+            },
+            timing=store.timing(),
+            video_path=video if video is not None and video.is_file() else None,
+            n_episodes=n_episodes,
+        )
+
+    remaining = [i for i in range(n_episodes) if i not in done]
+    if not remaining:
+        results = collected()
+        if not _complete_results_file(out_dir, store.digest):
+            write_results(results, out_dir, config)  # a run stopped after its last episode
+        print(
+            f"nothing planned: {out_dir} already holds all {n_episodes} episodes of these "
+            f"settings ({results.summary()}); pass name=<new> to plan them again"
+        )
+        return results
+    if stop["signum"] is None:
+        try:
+            planned = evaluate(
+                inputs.model.to(device),
+                inputs.discretizer,
+                planner_config,
+                spec,
+                n_episodes=n_episodes,
+                seed=int(cfg["seed"]),
+                max_episode_steps=cfg.get("max_episode_steps"),
+                video_path=video,
+                value_discount=data.get("discount", 0.99),
+                termination_penalty=data.get("termination_penalty", -100.0),
+                progress=bool(cfg.get("progress", True)),
+                episodes=remaining,
+                on_episode_end=store.save,
+                should_stop=lambda: stop["signum"] is not None,
+            )
+            store.add_run(planned.timing)
+        except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step; finished episodes are saved
+            stop["signum"] = signal.SIGINT
+    results = collected()
+    if results.episodes:
+        write_results(results, out_dir, config)
+    if not results.complete:
+        results.stopped_by = stop["signum"]
+        hint = resume_hint or f"run `{resume_command(sys.argv, str(cfg['name']))}`"
+        print(stop_message(results, out_dir, hint), file=sys.stderr)
+        return results
+    settings_wandb = wandb_settings(cfg.get("logger") or {}, inputs.train_config, inputs.trainer)
     log_to_wandb(
         results,
-        settings,
+        settings_wandb,
         config,
         str(out_dir),
         name=f"plan-{out_dir.name}",
@@ -148,16 +306,45 @@ def run_planning(
     return results
 
 
+def stop_message(results: EpisodeResults, out_dir: Path, hint: str) -> str:
+    """The one line after a stop: what was kept, and how to plan the rest."""
+    what = "incomplete"  # without a signal: an episode file could not be read back
+    if results.stopped_by is not None:
+        what = f"stopped by {signal.Signals(results.stopped_by).name}"
+    kept, total = len(results.episodes), results.n_episodes or 0
+    if not kept:
+        return f"{what} before any episode finished: nothing kept; {hint} to plan all {total}"
+    return (
+        f"{what}: kept {kept} of {total} episodes in {out_dir} (partial results.json); "
+        f"{hint} to plan the other {total - kept}"
+    )
+
+
+def _complete_results_file(out_dir: Path, digest: str) -> bool:
+    """True when ``out_dir``'s results.json holds the complete results of the settings ``digest``."""
+    from ttrl.evaluation.store import settings_digest
+
+    try:
+        results = json.loads((out_dir / RESULTS_JSON).read_text())
+        recorded = results["config"]["evaluation"]
+        return bool(results.get("complete")) and settings_digest(recorded) == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def evaluate_training_run(
     train_config: Mapping[str, Any], run_dir: str | os.PathLike, step: int | None = None
 ) -> EpisodeResults | None:
-    """Plan with a finished run's ``last.pt`` as its ``evaluate`` section says (``scripts/train.py``).
+    """Plan with a finished run's ``last`` checkpoint as its ``evaluate`` section says (``scripts/train.py``).
 
     Writes ``<run_dir>/plan/<evaluate.name>/`` exactly as ``scripts/plan.py run_dir=<run_dir>``
     would, with the run's own planner settings and W&B project/group, and records ``step`` (the
     checkpoint's optimiser step) with the evaluate and planner settings. Returns None without
-    planning when ``evaluate.n_episodes`` is 0 or the folder already holds the results of the same
-    step and settings (a requeued or re-run job does not plan twice; one that trained on does).
+    planning when ``evaluate.n_episodes`` is 0 or the folder already holds the complete results of
+    the same step and settings (a requeued or re-run job does not plan twice; one that trained on
+    plans again, replacing them). An evaluation stopped by SIGTERM/SIGINT keeps its finished
+    episodes, which the next start of the run does not plan again, and exits with ``128 + signum``
+    as training does.
     """
     evaluate_cfg = train_config["evaluate"]
     out_dir = Path(run_dir) / PLAN_SUBDIR / evaluate_cfg["name"]
@@ -175,16 +362,23 @@ def evaluate_training_run(
         "device": train_config["device"],
         "progress": train_config["trainer"]["progress"],
         "name": evaluate_cfg["name"],
+        "overwrite": True,  # the run trained on (or its settings changed): the old results go
         "logger": {"mode": None, "project": None, "entity": None, "group": None},
         "after_training": evaluated,
     }
-    return run_planning(plan_config, out_dir)
+    hint = f"start the training again with run_dir={run_dir} (it is trained: it only plans)"
+    results = run_planning(plan_config, out_dir, resume_hint=hint)
+    if results.stopped_by is not None:
+        sys.exit(stopped_exit_code(results.stopped_by))
+    return results
 
 
 def evaluated_before(out_dir: Path) -> dict[str, Any] | None:
-    """What an earlier :func:`evaluate_training_run` in ``out_dir`` recorded (None if nothing)."""
+    """What an earlier, complete :func:`evaluate_training_run` in ``out_dir`` recorded (or None)."""
     try:
         results = json.loads((out_dir / RESULTS_JSON).read_text())
+        if results.get("complete", True) is not True:  # older results.json were always complete
+            return None
         return results["config"]["plan"]["after_training"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

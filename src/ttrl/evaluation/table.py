@@ -115,7 +115,7 @@ def find_results(paths: Iterable[str | os.PathLike], name: str | None = None) ->
 
 
 def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
-    """The dataset, training seed and episode scores of a results.json (None if it has no scores)."""
+    """The dataset, training seed and episode scores of a results.json (None: no scores, or partial)."""
     path = Path(path)
     try:
         results = json.loads(path.read_text())
@@ -125,6 +125,13 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
         raise TtrlError(
             f"{path} is not a ttrl results.json ({err}); remove it or pass other dirs"
         ) from err
+    if results.get("complete") is False:  # a stopped evaluation: its scores would bias the table
+        warnings.warn(
+            f"{path}: partial results ({len(scores)} of {results.get('n_episodes_total')} "
+            "episodes; the evaluation was stopped); skipped: run it again to finish it",
+            stacklevel=2,
+        )
+        return None
     if not scores or any(s is None for s in scores):
         warnings.warn(
             f"{path}: no normalised scores (dataset {dataset!r} has no reference returns); skipped",

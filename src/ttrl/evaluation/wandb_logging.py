@@ -45,10 +45,10 @@ def log_to_wandb(
     plot_path: str | None = None,
 ) -> None:
     """One W&B eval run: ``eval/*`` aggregates, a table of episodes, the plot and the video."""
+    if settings.get("mode") == "disabled":
+        return  # before importing wandb, which alone takes a second
     import wandb
 
-    if settings.get("mode") == "disabled":
-        return
     run = wandb.init(
         project=settings.get("project"),
         entity=settings.get("entity"),

@@ -5,10 +5,16 @@ reward and value tokens are taken (greedily by default), each candidate is score
 ``beam_width`` per environment are kept; then the next observation is sampled. Every sampled token
 costs one incremental model step thanks to the key/value cache; the plans are identical to re-running
 the cropped window for every token (``use_cache=False``), random draws included.
+
+Random draws are per environment: each ``plan`` call takes one block of uniforms for every
+environment (from that environment's own generator when given one per environment), and each
+environment's rows read only its block. An environment's plan is therefore the same whether it is
+planned alone or in a batch with any others.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,11 +84,17 @@ class BeamPlanner:
         self._decoder_key: tuple | None = None
         self._cached_decoder: CachedDecoder | None = None
 
-    def plan(self, prefix: Tensor, generator: torch.Generator | None = None) -> Plan:
+    def plan(
+        self,
+        prefix: Tensor,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    ) -> Plan:
         """Plan for ``prefix [N_env, L]`` (context transitions then the current observation's tokens).
 
         All environments are searched together in one model batch of ``N_env * beam`` rows.
-        ``generator`` drives every random draw (default: torch's global generator).
+        ``generator`` drives every random draw: one generator per environment (each environment's
+        plan then depends only on its own generator), or one for all, which gives each environment
+        its block of draws in turn (default: torch's global generator).
         """
         self._check_prefix(prefix)
         prefix = prefix.to(next(self.model.parameters()).device)
@@ -90,9 +102,48 @@ class BeamPlanner:
         self.model.eval()
         try:
             with torch.inference_mode():
-                return self._search(prefix, generator)
+                uniforms = self._uniforms(prefix.shape[0], generator, prefix.device)
+                return self._search(prefix, uniforms)
         finally:
             self.model.train(was_training)
+
+    @property
+    def draws_per_plan(self) -> int:
+        """Uniform numbers one environment uses per :meth:`plan` call (one per sampled token of
+        every row: actions, reward and value of ``beam * n_expand`` candidates, then the next
+        observation of the ``beam`` kept ones)."""
+        cfg = self.config
+        S, A, H = self.observation_dim, self.action_dim, cfg.horizon
+        candidates = cfg.beam_width * cfg.n_expand
+        return H * (A + 2) * candidates + (H - 1) * S * cfg.beam_width
+
+    def _uniforms(
+        self,
+        n_env: int,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
+        device: torch.device,
+    ) -> Tensor:
+        """``[n_env, draws_per_plan]`` uniforms: row ``e`` is environment ``e``'s block."""
+        dtype = next(self.model.parameters()).dtype
+        if generator is None or isinstance(generator, torch.Generator):
+            generators = [generator] * n_env
+        else:
+            generators = list(generator)
+            if len(generators) != n_env:
+                raise TtrlError(
+                    f"plan() got {len(generators)} generators for {n_env} environments; pass one "
+                    f"per prefix row, or a single generator for all"
+                )
+        blocks = [
+            torch.rand(
+                self.draws_per_plan,
+                generator=g,
+                dtype=dtype,
+                device=g.device if g is not None else device,
+            )
+            for g in generators
+        ]
+        return torch.stack(blocks).to(device)
 
     def _check_prefix(self, prefix: Tensor) -> None:
         if prefix.dim() != 2 or prefix.dtype != torch.long:
@@ -122,7 +173,7 @@ class BeamPlanner:
                     f"window_transitions"
                 )
 
-    def _search(self, prefix: Tensor, generator: torch.Generator | None) -> Plan:
+    def _search(self, prefix: Tensor, uniforms: Tensor) -> Plan:
         cfg = self.config
         S, A, T, H = self.observation_dim, self.action_dim, self.transition_dim, cfg.horizon
         n_env, prefix_length = prefix.shape
@@ -131,9 +182,14 @@ class BeamPlanner:
         decoder = self._decoder(n_env) if cfg.use_cache else None
         window = ModelWindow(self.model, prefix, T, self.max_window, decoder)
         likelihood = cfg.objective == "likelihood"
+        used = 0  # uniforms of every environment's block read so far
 
         def sample(logits: Tensor, top_k: int | None, cdf: float | None) -> Tensor:
-            tokens, probs = sample_tokens(logits, top_k, cdf, generator)
+            nonlocal used
+            per_env = logits.shape[0] // n_env  # rows are environment-major
+            rows_uniforms = uniforms[:, used : used + per_env].reshape(-1)
+            used += per_env
+            tokens, probs = sample_tokens(logits, top_k, cdf, rows_uniforms)
             beams.append(tokens)
             if likelihood:
                 beams.log_likelihood += probs.gather(-1, tokens[:, None]).squeeze(-1).log()
@@ -167,6 +223,7 @@ class BeamPlanner:
                     logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
                     sample(logits, cfg.k_obs, cfg.cdf_obs)
                 logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
+        assert used == uniforms.shape[1], "draws_per_plan must count every sampled token"
         return self._best_plans(beams, prefix_length - S)
 
     def _decoder(self, n_env: int) -> CachedDecoder:

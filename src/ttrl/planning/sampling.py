@@ -37,12 +37,17 @@ def sample_tokens(
     logits: Tensor,
     top_k: int | None,
     cdf: float | None,
+    uniforms: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Sample one token per row of ``logits [B, V]`` (temperature 1) after the optional filters.
 
-    Returns ``(tokens [B], probs [B, V])``, ``probs`` being the unfiltered distribution (what the
-    planner's expected rewards and likelihoods use). The tail filter runs before top-k.
+    Row ``b`` takes the token where ``uniforms[b]`` (in [0, 1)) falls in the cumulative filtered
+    distribution (inverse-CDF sampling), so each row's draw is its own number and callers decide
+    which random stream every row reads. Without ``uniforms`` they are drawn from ``generator``
+    (default: torch's global one). Returns ``(tokens [B], probs [B, V])``, ``probs`` being the
+    unfiltered distribution (what the planner's expected rewards and likelihoods use). The tail
+    filter runs before top-k.
     """
     probs = logits.softmax(dim=-1)
     filtered = logits
@@ -50,5 +55,21 @@ def sample_tokens(
         filtered = filter_cdf(filtered, probs, cdf)
     if top_k is not None:
         filtered = keep_top_k(filtered, top_k)
-    tokens = torch.multinomial(filtered.softmax(dim=-1), 1, generator=generator)
-    return tokens.squeeze(-1), probs
+    if uniforms is None:
+        uniforms = torch.rand(
+            logits.shape[0], generator=generator, dtype=logits.dtype, device=logits.device
+        )
+    return inverse_cdf(filtered.softmax(dim=-1), uniforms), probs
+
+
+def inverse_cdf(weights: Tensor, uniforms: Tensor) -> Tensor:
+    """Per row of ``weights [B, V]`` (not necessarily normalised), the token ``uniforms [B]`` picks.
+
+    Token ``i`` is picked when ``u * total`` lies in ``[cdf[i-1], cdf[i])``, so a token of weight 0
+    never is; the target is kept below the total, which rounding could otherwise reach.
+    """
+    cumulative = weights.cumsum(dim=-1)
+    total = cumulative[:, -1:]
+    target = uniforms.to(weights.dtype)[:, None] * total
+    target = torch.minimum(target, total.nextafter(torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, target, right=True).squeeze(-1)

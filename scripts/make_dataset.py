@@ -1,6 +1,9 @@
 """Make a dataset locally and write it as the Minari dataset ``ttrl/<env>/<level>-v0``.
 
 python scripts/make_dataset.py env=halfcheetah-random n_steps=100000 seed=0
+
+A second run of the same dataset while one is making it fails at once and names the first; a disk
+too small for the dataset is refused before collecting. Errors are one ``error:`` line, exit status 2.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
+from ttrl.config import run_hydra_main
 from ttrl.data.recipes import make_level_dataset
 
 # configs/env/ is the training config group, so this script reads its own YAML through the
-# ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice.
+# ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice. The YAML's
+# defaults list merges it onto the `make_dataset_schema` dataclass (ttrl.config.register_configs).
 CONFIG_FILE = Path(__file__).resolve().parents[1] / "configs" / "make_dataset.yaml"
 ConfigStore.instance().store(name="make_dataset", node=OmegaConf.load(CONFIG_FILE))
 
@@ -35,4 +40,4 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_main(main)

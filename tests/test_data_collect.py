@@ -116,7 +116,7 @@ def test_existing_dataset_needs_overwrite(minari_root, tiny_dataset):
     assert path == minari_root / "ttrl/halfcheetah/random-v0"
     after = load_transitions(tiny_dataset)
     assert len(before) == 400 and len(after) == 50
-    assert [p.name for p in minari_root.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in minari_root.iterdir() if p.name.startswith(".")] == [".ttrl-locks"]
 
 
 def test_levels_without_a_behaviour_policy_are_refused(minari_root):
@@ -125,11 +125,12 @@ def test_levels_without_a_behaviour_policy_are_refused(minari_root):
     assert list(minari_root.iterdir()) == []
 
 
+class Interrupted(Exception):
+    """A run stopped part-way (defined here, not in the test: the writer process pickles it)."""
+
+
 @pytest.mark.parametrize("where", ["collecting", "writing"])
 def test_interrupted_run_leaves_nothing_and_the_next_run_succeeds(minari_root, monkeypatch, where):
-    class Interrupted(Exception):
-        pass
-
     if where == "collecting":
 
         def failing_policy(_obs):

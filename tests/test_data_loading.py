@@ -178,6 +178,70 @@ def test_malformed_hdf5_is_rejected(tmp_path, change, match):
         load_transitions(str(tmp_path / "bad.hdf5"))
 
 
+@pytest.mark.parametrize("key", ["terminals", "timeouts"])
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [
+        (np.nan, r"holds 3 NaN values \(of 50\); each step needs 0 or 1"),
+        (0.5, r"holds 3 values other than 0 and 1 \(the first is 0\.5 at step 10\)"),
+        (2, r"holds 3 values other than 0 and 1 \(the first is 2(\.0)? at step 10\)"),
+    ],
+)
+def test_flags_that_are_not_0_or_1_name_the_field_and_the_file(tmp_path, key, bad, match):
+    """astype(bool) would read NaN flags as 50 one-step episodes; the message names them instead."""
+    rng = np.random.default_rng(0)
+    flags = np.zeros(50, dtype=np.float32 if isinstance(bad, float) else np.int64)
+    flags[[10, 20, 30]] = bad
+    arrays = {
+        "observations": rng.normal(size=(50, 4)).astype(np.float32),
+        "actions": rng.normal(size=(50, 2)).astype(np.float32),
+        "rewards": rng.normal(size=50).astype(np.float32),
+        "terminals": np.zeros(50, np.float32),
+        "timeouts": np.zeros(50, np.float32),
+        key: flags,
+    }
+    write_hdf5(tmp_path / "flags.hdf5", arrays)
+    with pytest.raises(TtrlError, match=match) as err:
+        load_transitions(str(tmp_path / "flags.hdf5"))
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'flags.hdf5'}: {key} holds 3 ") and "\n" not in message
+
+
+def test_float_flags_of_0_and_1_still_load(tmp_path):
+    arrays = {
+        "observations": np.zeros((6, 4), np.float32),
+        "actions": np.zeros((6, 2), np.float32),
+        "rewards": np.zeros(6, np.float32),
+        "terminals": np.array([0, 0, 1, 0, 0, 0], np.float32),
+        "timeouts": np.array([0, 0, 0, 0, 0, 1], np.float64),
+    }
+    write_hdf5(tmp_path / "ok.hdf5", arrays)
+    loaded = load_transitions(str(tmp_path / "ok.hdf5"))
+    assert loaded.terminals.dtype == bool and loaded.n_episodes == 2
+
+
+def test_nan_flags_in_a_minari_dataset_name_the_field_and_the_folder(minari_root):
+    rng = np.random.default_rng(0)
+    episodes = [
+        {
+            "observations": rng.normal(size=(n + 1, 11)),
+            "actions": rng.uniform(-1, 1, size=(n, 3)).astype(np.float32),
+            "rewards": rng.normal(size=n),
+            "terminations": np.where(np.arange(n) == n - 1, 1.0, 0.0),
+            "truncations": np.zeros(n),
+        }
+        for n in (5, 4)
+    ]
+    episodes[1]["terminations"][1] = np.nan
+    write_minari_dataset("test/hopper/nan-v0", episodes, "Hopper-v5", None, None)
+    with pytest.raises(TtrlError) as err:
+        load_transitions("test/hopper/nan-v0")
+    assert str(err.value) == (
+        f"Minari dataset test/hopper/nan-v0 ({minari_root / 'test/hopper/nan-v0'}): terminations "
+        f"holds 1 NaN value (of 9); each step needs 0 or 1, so fix or recreate that field"
+    )
+
+
 def test_unreadable_or_missing_hdf5(tmp_path):
     (tmp_path / "junk.hdf5").write_bytes(b"not an hdf5 file at all")
     with pytest.raises(TtrlError, match="cannot read"):

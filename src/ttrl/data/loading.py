@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ttrl.data.registry import DatasetSpec, resolve_dataset
+from ttrl.data.registry import DatasetSpec, minari_dataset_dir, resolve_dataset
 from ttrl.errors import TtrlError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -64,14 +64,15 @@ def make_transitions(
     """Check and convert raw arrays to :class:`Transitions` (float32, bool, last step closes an episode).
 
     Raises:
-        TtrlError: mismatched lengths, wrong ranks, or NaN/inf values (naming the key and the count).
+        TtrlError: mismatched lengths, wrong ranks, NaN/inf values, or flags other than 0/1 (naming
+            the key and the count).
     """
     arrays = {
         "observations": np.asarray(observations),
         "actions": np.asarray(actions),
         "rewards": np.asarray(rewards).reshape(-1),
-        "terminals": np.asarray(terminals).reshape(-1).astype(bool),
-        "timeouts": np.asarray(timeouts).reshape(-1).astype(bool),
+        "terminals": as_flags(terminals, "terminals", source),
+        "timeouts": as_flags(timeouts, "timeouts", source),
     }
     for key in ("observations", "actions"):
         if arrays[key].ndim != 2:
@@ -101,6 +102,34 @@ def make_transitions(
         terminals=arrays["terminals"],
         timeouts=timeouts,
     )
+
+
+def as_flags(values: np.ndarray, key: str, source: str) -> np.ndarray:
+    """Episode-end flags as a flat bool array; one :class:`TtrlError` line if any is not 0 or 1.
+
+    ``astype(bool)`` alone would turn NaN (and 0.5, 2, ...) into True: every step an episode end.
+    """
+    values = np.asarray(values).reshape(-1)
+    if values.dtype == bool:
+        return values.copy()
+    if not np.issubdtype(values.dtype, np.number):
+        raise TtrlError(
+            f"{source}: {key} has dtype {values.dtype}; it must hold 0/1 (or bool) per step"
+        )
+    n_nan = int(np.count_nonzero(np.isnan(values))) if values.dtype.kind in "fc" else 0
+    if n_nan:
+        raise TtrlError(
+            f"{source}: {key} holds {n_nan} NaN value{'s' * (n_nan != 1)} (of {len(values)}); "
+            f"each step needs 0 or 1, so fix or recreate that field"
+        )
+    bad = (values != 0) & (values != 1)
+    if bad.any():
+        raise TtrlError(
+            f"{source}: {key} holds {int(bad.sum())} values other than 0 and 1 (the first is "
+            f"{values[bad][0].item()!r} at step {int(np.flatnonzero(bad)[0])}); fix or recreate "
+            f"that field"
+        )
+    return values.astype(bool)
 
 
 def load_transitions(spec_or_name: DatasetSpec | str | os.PathLike) -> Transitions:
@@ -139,17 +168,19 @@ def load_minari(minari_id: str) -> Transitions:
         raise TtrlError(
             f"Minari dataset {minari_id!r} has dict/tuple observations; ttrl supports flat Box spaces only"
         )
-    timeouts = [e.truncations.copy() for e in episodes]
-    for episode, timeout in zip(episodes, timeouts, strict=True):
-        # an episode stored with neither flag (e.g. cut by the end of collection) still ends here
-        timeout[-1] |= not (episode.terminations[-1] or episode.truncations[-1])
+    source = f"Minari dataset {minari_id} ({minari_dataset_dir(minari_id)})"
+    terminals = as_flags(np.concatenate([e.terminations for e in episodes]), "terminations", source)
+    timeouts = as_flags(np.concatenate([e.truncations for e in episodes]), "truncations", source)
+    # an episode stored with neither flag (e.g. cut by the end of collection) still ends here
+    ends = np.cumsum([len(e.terminations) for e in episodes]) - 1
+    timeouts[ends] |= ~terminals[ends]
     return make_transitions(
         observations=np.concatenate([e.observations[:-1] for e in episodes]),
         actions=np.concatenate([e.actions for e in episodes]),
         rewards=np.concatenate([e.rewards for e in episodes]),
-        terminals=np.concatenate([e.terminations for e in episodes]),
-        timeouts=np.concatenate(timeouts),
-        source=f"Minari dataset {minari_id}",
+        terminals=terminals,
+        timeouts=timeouts,
+        source=source,
     )
 
 

@@ -24,7 +24,14 @@ from ttrl.data.behavior import (
     shipped_policy_path,
     train_behavior_command,
 )
-from ttrl.data.collect import collect_dataset, collect_episodes, write_level_dataset
+from ttrl.data.collect import (
+    check_make_options,
+    check_rollout_space,
+    collect_dataset,
+    collect_episodes,
+    dataset_writer,
+    write_level_dataset,
+)
 from ttrl.data.registry import (
     ENVS,
     minari_dataset_exists,
@@ -63,37 +70,37 @@ def make_level_dataset(
         The dataset's folder.
 
     Raises:
-        TtrlError: unknown name, the dataset exists and not ``overwrite``, or a behaviour policy or
-            replay buffer is missing (the message names the train_behavior command that makes it).
+        TtrlError: unknown name or options out of range, the dataset exists and not ``overwrite``,
+            another process is making it (the message names it), too little free disk space, or a
+            behaviour policy or replay buffer is missing (the message names the train_behavior
+            command that makes it).
     """
     env, level = split_dataset_name(name)
-    dataset_id = ttrl_minari_id(name)
-    if minari_dataset_exists(dataset_id) and not overwrite:
-        raise TtrlError(
-            f"dataset {dataset_id} already exists; pass overwrite=true to make it again"
+    check_make_options(n_steps, seed, max_episode_steps)
+    # one writer per dataset: a second run of the same name fails at once, naming this one
+    with dataset_writer(ttrl_minari_id(name), overwrite):
+        if level == "random":
+            return collect_dataset(
+                name, n_steps, seed, "random", overwrite, progress, max_episode_steps
+            )
+        policies_dir = Path(policies_dir or POLICIES_DIR)
+        if level == "medium-replay":
+            episodes, metadata = _medium_replay_episodes(env, n_steps, policies_dir)
+        elif level == "medium-expert":
+            episodes, metadata = _medium_expert_episodes(
+                env, n_steps, seed, overwrite, policies_dir, progress, max_episode_steps
+            )
+        else:
+            episodes, metadata = _rollout_episodes(
+                env, level, n_steps, seed, policies_dir, progress, max_episode_steps
+            )
+        return write_level_dataset(
+            name,
+            episodes,
+            {"recipe": f"D4RL {level}", "seed": seed, **metadata},
+            overwrite=overwrite,
+            description=f"{name} made locally by ttrl with D4RL's recipe for the {level} level",
         )
-    if level == "random":
-        return collect_dataset(
-            name, n_steps, seed, "random", overwrite, progress, max_episode_steps
-        )
-    policies_dir = Path(policies_dir or POLICIES_DIR)
-    if level == "medium-replay":
-        episodes, metadata = _medium_replay_episodes(env, n_steps, policies_dir)
-    elif level == "medium-expert":
-        episodes, metadata = _medium_expert_episodes(
-            env, n_steps, seed, overwrite, policies_dir, progress, max_episode_steps
-        )
-    else:
-        episodes, metadata = _rollout_episodes(
-            env, level, n_steps, seed, policies_dir, progress, max_episode_steps
-        )
-    return write_level_dataset(
-        name,
-        episodes,
-        {"recipe": f"D4RL {level}", "seed": seed, **metadata},
-        overwrite=overwrite,
-        description=f"{name} made locally by ttrl with D4RL's recipe for the {level} level",
-    )
 
 
 def _policy_metadata(path: Path) -> dict[str, Any]:
@@ -128,6 +135,7 @@ def _rollout_episodes(
     """medium / expert: ``n_steps`` of the level's policy, actions sampled as D4RL did."""
     path = shipped_policy_path(env, level, policies_dir)
     policy = load_policy(path, seed=seed)
+    check_rollout_space(env, n_steps, max_episode_steps, ttrl_minari_id(f"{env}-{level}"))
     episodes = collect_episodes(
         ENVS[env].env_id, policy, n_steps, seed, progress, max_episode_steps
     )

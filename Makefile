@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with ttrl and its dev, hf, behavior, slurm and optuna extras
-.PHONY: help setup test test-slow test-gpu test-all lint format demo bench clean
+.PHONY: help setup test test-slow test-gpu test-all lint format demo bench device-wheels device-check clean
 
 test: $(STAMP) ## Run the default test suite (CPU, a few minutes)
 	$(PY) -m pytest -m "not slow and not gpu" -q
@@ -49,6 +49,21 @@ demo: $(STAMP) ## The main job: make the demo dataset, train, plan, print the no
 bench: $(STAMP) ## Training and planning benchmarks (prints JSON lines)
 	$(PY) scripts/bench.py train
 	$(PY) scripts/bench.py plan
+
+# What scripts/device_check.sh needs beyond a CUDA image's PyTorch stack, at this venv's versions.
+DEVICE_PYTHON ?= 3.12
+DEVICE_BINARY_WHEELS := mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 websockets==15.0.1
+DEVICE_PURE_WHEELS := gymnasium==1.4.0 minari==0.5.4 farama-notifications==0.0.6 glfw==2.11.0 \
+	pyopengl==3.1.10 hydra-core==1.3.8 omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
+device-wheels: $(STAMP) ## Wheels in .whl/ for scripts/device_check.sh on a GPU machine without PyPI
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version $(DEVICE_PYTHON) \
+		--implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 -d .whl $(DEVICE_BINARY_WHEELS)
+	$(PY) -m pip wheel -q --no-deps -w .whl $(DEVICE_PURE_WHEELS)
+	du -sh .whl
+
+device-check: ## The GPU figures in one call (scripts/device_check.sh; on CUDA machines)
+	bash scripts/device_check.sh
 
 clean: ## Remove the venv, caches and run outputs
 	rm -rf $(VENV) outputs multirun .pytest_cache .ruff_cache

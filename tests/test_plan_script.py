@@ -14,7 +14,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import ttrl.config  # noqa: F401  (the schemas and resolvers plan.yaml uses)
-from test_evaluation import fit_discretizer, save_tiny_run, tiny_model
+from test_evaluation import N_BINS, fit_discretizer, save_tiny_run, tiny_model
+from ttrl.data import load_transitions, resolve_dataset
+from ttrl.data.preprocess import preprocess
+from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.evaluation import (
     command_line_planner_overrides,
@@ -128,9 +131,12 @@ def test_hf_checkpoint_refits_the_discretizer_on_the_dataset(tmp_path, tiny_data
     assert [e.length for e in results.episodes] == [3]
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["dataset"] == tiny_dataset and saved["config"]["checkpoint"] == str(hf_dir)
-    # the refit discretiser is the one training makes: quantiles of the preprocessed dataset
+    # the refit discretiser is the released code's: quantiles of its preprocessing of the dataset
     refit = load_checkpoint_with_dataset(hf_dir, tiny_dataset, {}).discretizer
-    np.testing.assert_array_equal(refit.thresholds, fit_discretizer(tiny_dataset).thresholds)
+    released = preprocess(load_transitions(resolve_dataset(tiny_dataset)), released_compat=True)
+    expected = Discretizer.fit(released.joined, N_BINS).thresholds
+    np.testing.assert_array_equal(refit.thresholds, expected)
+    assert not np.array_equal(refit.thresholds, fit_discretizer(tiny_dataset).thresholds)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,8 @@ Two kinds of edges:
 
 - ``"quantile"`` (the released Trajectory Transformer's): ``sort(x)[::ceil(n / N)]`` with the maximum
   appended, so each bin holds about ``n / N`` points. Reproducing it exactly makes ttrl usable with
-  checkpoints trained by the released code (refit on the same data). When ``n`` is such that this
+  checkpoints trained by the released code, refit on the same rows: those of
+  ``preprocess(..., released_compat=True)`` (last step dropped, float64). When ``n`` is such that this
   yields fewer than ``N + 1`` edges (e.g. ``n = 1050``, ``N = 100`` gives 97 edges), only
   ``len(thresholds) - 1`` bins exist: tokens are clipped to those (the released code would index past
   the last edge), and the unused ids ``n_used_bins .. N - 1`` decode like the last real bin.

@@ -74,9 +74,10 @@ def load_checkpoint_with_dataset(
 ) -> PlanningInputs:
     """A HuggingFace-format (or weights-only) checkpoint, its discretiser refit on ``dataset``.
 
-    Such checkpoints hold weights only; the quantile discretiser is refit on the dataset with the
-    same preprocessing as training (``data_config``: discount, termination_penalty,
-    max_path_length), which reproduces the released code's tokens.
+    Such checkpoints hold weights only; the quantile discretiser is refit on the dataset as the
+    released code preprocessed it (``released_compat``: the last step dropped, float64 values;
+    ``data_config`` gives discount, termination_penalty and max_path_length), which reproduces
+    the tokens those checkpoints were trained on.
     """
     from ttrl.data import load_transitions
     from ttrl.data.preprocess import preprocess
@@ -89,6 +90,7 @@ def load_checkpoint_with_dataset(
         discount=data_config.get("discount", 0.99),
         termination_penalty=data_config.get("termination_penalty", -100.0),
         max_path_length=data_config.get("max_path_length", 1000),
+        released_compat=True,  # HF checkpoints were trained on the released code's tokens
     )
     if trajectories.transition_dim != model.config.transition_dim:
         raise TtrlError(

@@ -26,8 +26,13 @@ class TrainingData:
     )  # per transition dim; None when the discretiser is reused
 
 
-def load_trajectories(cfg: Any) -> Any:
-    """Resolve ``cfg.env.name``, load it and preprocess it into ``Trajectories`` (values, penalty)."""
+def load_trajectories(cfg: Any, released_compat: bool = False) -> Any:
+    """Resolve ``cfg.env.name``, load it and preprocess it into ``Trajectories`` (values, penalty).
+
+    ttrl's own training keeps the dataset's last step and float32 rows; ``released_compat=True``
+    gives the released code's rows instead (last step dropped, float64), whose quantile edges and
+    tokens are the ones checkpoints trained by that code expect (see :mod:`ttrl.data.preprocess`).
+    """
     from ttrl.data import load_transitions, preprocess, resolve_dataset
 
     data_cfg = cfg.data
@@ -37,6 +42,7 @@ def load_trajectories(cfg: Any) -> Any:
         discount=data_cfg.discount,
         termination_penalty=data_cfg.termination_penalty,
         max_path_length=data_cfg.max_path_length,
+        released_compat=released_compat,
     )
 
 

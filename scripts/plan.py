@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from ttrl.cli import exit_on_user_error
 from ttrl.config import run_hydra_main  # also registers the schemas and resolvers plan.yaml uses
 from ttrl.evaluation import command_line_planner_overrides, register_resolvers, run_planning
-from ttrl.evaluation.runner import stopped_exit_code
+from ttrl.evaluation.runner import choose_run_dir, stopped_exit_code
 
 register_resolvers()
 
@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = choose_run_dir(OmegaConf.to_container(cfg, resolve=True))
     overrides = command_line_planner_overrides(config, hydra_cfg.overrides.task)
     results = run_planning(
         config,

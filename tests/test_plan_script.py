@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -187,3 +188,40 @@ def test_a_second_plan_into_the_same_folder_fails_naming_the_first(tiny_run, tmp
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
     assert f"in use by process {holder.pid}" in lines[0] and "name=" in lines[0]
     assert not (out_dir / "results.json").exists()
+
+
+def test_plan_without_run_dir_plans_the_newest_training_run(tiny_run, tmp_path):
+    import shutil
+
+    work = tmp_path / "work"
+    older = work / "outputs" / "train" / "halfcheetah-random" / "2026-01-01_00-00-00"
+    newer = work / "outputs" / "train" / "halfcheetah-random" / "2026-01-02_00-00-00"
+    for run in (older, newer):
+        shutil.copytree(tiny_run, run)
+    checkpoint = newer / "checkpoints" / "last.safetensors"
+    os.utime(older / "checkpoints" / "last.safetensors", (1, 1))  # older's checkpoint is old
+    assert checkpoint.is_file()
+    proc = run_plan_script(
+        work,
+        "n_episodes=1",
+        "max_episode_steps=2",
+        "planner.horizon=1",
+        "planner.beam_width=2",
+        "logger.mode=disabled",
+        "progress=false",
+        "name=newest",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        f"planning the newest training run, {Path('outputs/train/halfcheetah-random/2026-01-02_00-00-00')}"
+        in proc.stdout
+    )
+    assert (newer / "plan" / "newest" / "results.json").is_file()
+    assert not (older / "plan").exists()
+
+
+def test_plan_without_any_run_says_how_to_make_one(tmp_path):
+    proc = run_plan_script(tmp_path, "logger.mode=disabled")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "no training run under outputs/train/" in lines[0] and "scripts/train.py" in lines[0]

@@ -524,3 +524,65 @@ def test_decoder_expanded_candidates_read_their_parents_cache(model):
             [sequences[kept], torch.randint(0, N, (len(kept), 1), generator=generator)], 1
         )
         torch.testing.assert_close(decoder.feed(sequences[:, -1:]), model(sequences).logits[:, -1])
+
+
+class LowestRewardScorer:
+    """A toy third objective: the plan whose rewards so far sum lowest wins. Records its inputs."""
+
+    uses_likelihood = False
+
+    def __init__(self) -> None:
+        self.seen: list = []
+
+    def score(self, candidates):
+        self.seen.append(candidates)
+        return -candidates.rewards.sum(-1)
+
+
+def test_a_registered_scorer_is_chosen_from_config_and_ranks_as_defined(model, discretizer):
+    from ttrl.planning import available_scorers, register_scorer
+
+    scorer = LowestRewardScorer()
+    register_scorer("lowest_reward", lambda: scorer)
+    assert "lowest_reward" in available_scorers()
+    config = planner_config(objective="lowest_reward", window_transitions=3)
+    planner = BeamPlanner(model, discretizer, config)
+    assert planner.scorer is scorer
+    prefix = random_prefix(2, 2, seed=1)
+    plan = planner.plan(prefix, generator=torch.Generator().manual_seed(0))
+    assert [c.step for c in scorer.seen] == list(range(config.horizon))
+    last = scorer.seen[-1]
+    # brute force over the last step's candidates: the kept plan of each env is its best one
+    for env in range(2):
+        rows = (last.row_env == env).nonzero().squeeze(-1)
+        best = rows[(-last.rewards[rows].sum(-1)).argmax()]
+        assert plan.scores[env].item() == pytest.approx(-last.rewards[best].sum().item())
+        tokens = last.sequences[best, last.plan_start :].view(-1, T)
+        assert torch.equal(plan.tokens[env], tokens)
+        assert plan.rewards[env].tolist() == pytest.approx(last.rewards[best].tolist())
+    # its plans are searched like any others: the uncached search agrees
+    uncached = BeamPlanner(
+        model, discretizer, planner_config(**{**vars(config), "use_cache": False})
+    )
+    other = uncached.plan(prefix, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(plan.tokens, other.tokens)
+
+
+def test_candidates_decode_the_state_and_action_of_a_step(model, discretizer):
+    scorer = LowestRewardScorer()
+    planner = BeamPlanner(model, discretizer, planner_config(horizon=2), scorer=scorer)
+    planner.plan(random_prefix(1, 2, seed=2), generator=torch.Generator().manual_seed(0))
+    candidates = scorer.seen[-1]
+    states, actions = candidates.decoded_state_action(0)
+    tokens = candidates.step_tokens(0)
+    mids = [discretizer.midpoints(d)[:, 0] for d in range(S + A)]
+    by_hand = torch.tensor([[mids[d][int(row[d])] for d in range(S + A)] for row in tokens])
+    torch.testing.assert_close(states.double(), by_hand[:, :S].double())
+    torch.testing.assert_close(actions.double(), by_hand[:, S:].double())
+
+
+def test_an_unknown_objective_names_the_registered_ones():
+    with pytest.raises(
+        TtrlError, match=r"objective='reward' is unknown; use one of return, likelihood"
+    ):
+        PlannerConfig(objective="reward")

@@ -40,13 +40,48 @@ PLAN_SUBDIR = "plan"  # evaluations of a training run live in <run_dir>/plan/<na
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
-def plan_output_dir(run_dir: str | None, name: str) -> str:
+TRAINING_RUNS = ("outputs/train/*/*", "multirun/train/*/*")  # where scripts/train.py puts runs
+
+
+def newest_training_run(cwd: str | os.PathLike = ".") -> Path | None:
+    """The training run under ``outputs/`` (or ``multirun/``) whose last checkpoint is newest."""
+    from ttrl.training.state import resume_checkpoint
+
+    found = []
+    for pattern in TRAINING_RUNS:
+        for run_dir in Path(cwd).glob(pattern):
+            checkpoint = resume_checkpoint(run_dir)
+            if checkpoint is not None:
+                found.append((checkpoint.stat().st_mtime, run_dir))
+    return max(found)[1] if found else None
+
+
+def plan_output_dir(run_dir: str | None, checkpoint: str | None, name: str) -> str:
     """``<run_dir>/plan/<name>`` for an existing run dir, else ``outputs/plan/<name>``.
 
-    A mistyped run dir is then reported as missing instead of being created by Hydra.
+    With neither ``run_dir`` nor ``checkpoint``, the newest training run's. A mistyped run dir is
+    reported as missing instead of being created by Hydra.
     """
+    if not run_dir and not checkpoint:
+        newest = newest_training_run()
+        run_dir = str(newest) if newest is not None else None
     root = run_dir if run_dir and Path(run_dir).is_dir() else "outputs"
     return f"{root}/{PLAN_SUBDIR}/{name}"
+
+
+def choose_run_dir(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with ``run_dir`` set to the newest training run when nothing to plan was named."""
+    if cfg.get("run_dir") or cfg.get("checkpoint"):
+        return cfg
+    newest = newest_training_run()
+    if newest is None:
+        raise TtrlError(
+            "nothing to plan with: no training run under outputs/train/ or multirun/train/; train "
+            "one with `python scripts/train.py`, or pass run_dir=<training run dir> or "
+            "checkpoint=<HuggingFace dir> env=<dataset>"
+        )
+    print(f"planning the newest training run, {newest} (pass run_dir=<dir> for another)")
+    return {**cfg, "run_dir": str(newest)}
 
 
 def register_resolvers() -> None:
@@ -131,11 +166,14 @@ def stop_requests() -> Iterator[dict[str, int | None]]:
             signal.signal(sig, handler)
 
 
-def resume_command(argv: Sequence[str], name: str) -> str:
-    """The command that continues an evaluation: ``argv`` with ``name=<name>`` (its folder)."""
+def resume_command(argv: Sequence[str], name: str, run_dir: str | None = None) -> str:
+    """The command that continues an evaluation: ``argv`` with ``name=<name>`` (its folder), and
+    ``run_dir=`` when the run was the newest one rather than named."""
     script = os.path.relpath(argv[0]) if argv else "scripts/plan.py"
     args = [a for a in argv[1:] if not a.startswith("name=")]
-    return shlex.join(["python", script, *args, f"name={name}"])
+    named = any(a.startswith(("run_dir=", "checkpoint=")) for a in args)
+    pinned = [f"run_dir={run_dir}"] if run_dir and not named else []
+    return shlex.join(["python", script, *args, *pinned, f"name={name}"])
 
 
 def evaluation_settings(
@@ -290,7 +328,7 @@ def _run_planning(
         write_results(results, out_dir, config)
     if not results.complete:
         results.stopped_by = stop["signum"]
-        hint = resume_hint or f"run `{resume_command(sys.argv, str(cfg['name']))}`"
+        hint = resume_hint or f"run `{resume_command(sys.argv, str(cfg['name']), cfg.get('run_dir'))}`"
         print(stop_message(results, out_dir, hint), file=sys.stderr)
         return results
     settings_wandb = wandb_settings(cfg.get("logger") or {}, inputs.train_config, inputs.trainer)

@@ -15,11 +15,31 @@ Example::
 ``BeamPlanner`` reproduces the released beam search exactly (same plans from the same random
 generator state as re-running the cropped window for every token) while feeding each sampled token
 to the model once, with the context computed once per environment; ``use_cache=False`` runs the
-released algorithm itself. ``python scripts/bench.py plan`` measures both.
+released algorithm itself. ``python scripts/bench.py plan`` measures both. Plans are ranked by a
+:class:`PlanScorer` chosen by name in ``PlannerConfig.objective`` (docs/scorers.md).
 """
 
 from ttrl.planning.beam import BeamPlanner, Plan
 from ttrl.planning.config import PlannerConfig
 from ttrl.planning.context import PlanningContext
+from ttrl.planning.scorers import (
+    Candidates,
+    LikelihoodScorer,
+    PlanScorer,
+    ReturnScorer,
+    available_scorers,
+    register_scorer,
+)
 
-__all__ = ["BeamPlanner", "Plan", "PlannerConfig", "PlanningContext"]
+__all__ = [
+    "BeamPlanner",
+    "Candidates",
+    "LikelihoodScorer",
+    "Plan",
+    "PlanScorer",
+    "PlannerConfig",
+    "PlanningContext",
+    "ReturnScorer",
+    "available_scorers",
+    "register_scorer",
+]

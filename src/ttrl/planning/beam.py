@@ -26,6 +26,7 @@ from ttrl.model import TrajectoryTransformer
 from ttrl.planning.config import PlannerConfig
 from ttrl.planning.decoder import CachedDecoder
 from ttrl.planning.sampling import sample_tokens
+from ttrl.planning.scorers import Candidates, PlanScorer, build_scorer
 from ttrl.planning.window import ModelWindow
 
 
@@ -54,16 +55,25 @@ class Plan:
 class BeamPlanner:
     """Plans with a trained :class:`~ttrl.model.TrajectoryTransformer` and its discretiser.
 
-    The ``likelihood`` objective ranks plans by the sum of the log-probabilities, under the unfiltered
-    temperature-1 distributions, of every token sampled so far in the plan: actions, rewards, values
-    and observations (the prefix is common to all plans and not counted). ``return`` ranks them by
-    ``sum_{i<=t} discount^i r_i + discount^(t+1) V_t`` with expected (not sampled) rewards and values.
+    Candidates are ranked by the scorer ``config.objective`` names (see :mod:`ttrl.planning.scorers`),
+    or by ``scorer`` when one is given. ``likelihood`` sums the log-probabilities, under the
+    unfiltered temperature-1 distributions, of every token sampled so far in the plan: actions,
+    rewards, values and observations (the prefix is common to all plans and not counted). ``return``
+    is ``sum_{i<=t} discount^i r_i + discount^(t+1) V_t`` with expected (not sampled) rewards and
+    values.
     """
 
-    def __init__(self, model: Any, discretizer: Any, config: PlannerConfig | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        discretizer: Any,
+        config: PlannerConfig | None = None,
+        scorer: PlanScorer | None = None,
+    ) -> None:
         self.model = model
         self.discretizer = discretizer
         self.config = config if config is not None else PlannerConfig()
+        self.scorer = scorer if scorer is not None else build_scorer(self.config.objective)
         model_config = model.config
         self.observation_dim = model_config.observation_dim
         self.action_dim = model_config.action_dim
@@ -177,11 +187,10 @@ class BeamPlanner:
         cfg = self.config
         S, A, T, H = self.observation_dim, self.action_dim, self.transition_dim, cfg.horizon
         n_env, prefix_length = prefix.shape
-        device = prefix.device
         beams = _Beams(prefix, H * T - S)
         decoder = self._decoder(n_env) if cfg.use_cache else None
         window = ModelWindow(self.model, prefix, T, self.max_window, decoder)
-        likelihood = cfg.objective == "likelihood"
+        likelihood = self.scorer.uses_likelihood
         used = 0  # uniforms of every environment's block read so far
 
         def sample(logits: Tensor, top_k: int | None, cdf: float | None) -> Tensor:
@@ -197,7 +206,6 @@ class BeamPlanner:
 
         logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
         beams.init_scores(H, logits.dtype)
-        discounts = cfg.discount ** torch.arange(H + 1, dtype=logits.dtype, device=device)
         for t in range(H):
             factor = cfg.n_expand * (cfg.beam_width if t == 0 else 1)
             rows = beams.repeat(factor)
@@ -213,7 +221,7 @@ class BeamPlanner:
             beams.rewards[:, t + 1] = beams.step_values[:, t] = self._expected(
                 value_probs, S + A + 1
             )
-            objective = beams.log_likelihood if likelihood else (beams.rewards * discounts).sum(-1)
+            objective = self.scorer.score(self._candidates(beams, t, prefix_length - S))
             rows, scores = _best_per_env(objective, n_env, cfg.beam_width)
             beams.select(rows)
             beams.scores = scores
@@ -225,6 +233,23 @@ class BeamPlanner:
                 logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
         assert used == uniforms.shape[1], "draws_per_plan must count every sampled token"
         return self._best_plans(beams, prefix_length - S)
+
+    def _candidates(self, beams: _Beams, step: int, plan_start: int) -> Candidates:
+        """What the scorer sees of every candidate after step ``step``'s reward and value."""
+        return Candidates(
+            step=step,
+            horizon=self.config.horizon,
+            sequences=beams.sequences[:, : beams.length],
+            plan_start=plan_start,
+            rewards=beams.rewards[:, : step + 1],
+            values=beams.step_values[:, : step + 1],
+            log_likelihood=beams.log_likelihood,
+            row_env=beams.row_env,
+            discount=self.config.discount,
+            discretizer=self.discretizer,
+            observation_dim=self.observation_dim,
+            action_dim=self.action_dim,
+        )
 
     def _decoder(self, n_env: int) -> CachedDecoder:
         """A decoder big enough for ``n_env`` environments, reused across calls (its buffers are large)."""

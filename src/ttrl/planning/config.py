@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttrl.errors import TtrlError
+from ttrl.planning.scorers import available_scorers, build_scorer
 
-OBJECTIVES = ("return", "likelihood")
 # One transition minus a token would crop the whole window when a transition starts, so the model
 # must see at least two transitions (training windows too: data.sequence_length).
 MIN_WINDOW_TRANSITIONS = 2
@@ -38,9 +38,9 @@ class PlannerConfig:
         1  # replan every this many environment steps (in between, follow the last plan)
     )
     discount: float = 0.99  # discount of the planning objective
-    objective: str = (
-        "return"  # "return": rewards + value; "likelihood": log-probability (imitation)
-    )
+    # the plan scorer by name (ttrl.planning.scorers): "return" (rewards + value), "likelihood"
+    # (log-probability: imitation), or one registered with register_scorer
+    objective: str = "return"
     use_cache: bool = True  # reuse attention keys/values between tokens (same plans, much faster)
 
     def __post_init__(self) -> None:
@@ -67,10 +67,8 @@ class PlannerConfig:
                 )
         if not (isinstance(self.discount, int | float) and 0.0 < self.discount <= 1.0):
             raise TtrlError(f"planner discount={self.discount!r} must be in (0, 1]")
-        if self.objective not in OBJECTIVES:
-            raise TtrlError(
-                f"planner objective={self.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}"
-            )
+        if self.objective not in available_scorers():
+            build_scorer(self.objective)  # raises the one line naming the choices
 
     def check_fits_model(self, block_size: int, transition_dim: int) -> None:
         """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""

@@ -328,7 +328,9 @@ def _run_planning(
         write_results(results, out_dir, config)
     if not results.complete:
         results.stopped_by = stop["signum"]
-        hint = resume_hint or f"run `{resume_command(sys.argv, str(cfg['name']), cfg.get('run_dir'))}`"
+        hint = (
+            resume_hint or f"run `{resume_command(sys.argv, str(cfg['name']), cfg.get('run_dir'))}`"
+        )
         print(stop_message(results, out_dir, hint), file=sys.stderr)
         return results
     settings_wandb = wandb_settings(cfg.get("logger") or {}, inputs.train_config, inputs.trainer)

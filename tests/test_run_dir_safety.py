@@ -274,14 +274,15 @@ def test_written_files_respect_the_umask(tmp_path, umask):
 
 
 def test_a_model_too_short_to_plan_with_gets_advice_that_can_be_followed():
+    from ttrl.layout import TransitionLayout
     from ttrl.planning.config import PlannerConfig
 
-    transition_dim = 25
+    layout = TransitionLayout(observation_dim=17, action_dim=6)
     config = PlannerConfig(window_transitions=5)
     with pytest.raises(TtrlError, match=r"train it with data.sequence_length >= 2"):
-        config.check_fits_model(block_size=transition_dim - 1, transition_dim=transition_dim)
+        config.check_fits_model(block_size=layout.block_size(1), layout=layout)
     with pytest.raises(TtrlError, match=r"lower window_transitions to at most 3"):
-        config.check_fits_model(block_size=3 * transition_dim - 1, transition_dim=transition_dim)
+        config.check_fits_model(block_size=layout.block_size(3), layout=layout)
 
 
 def test_an_evaluation_of_zero_steps_is_refused_before_training(tiny_dataset, tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttrl.errors import TtrlError
+from ttrl.layout import TransitionLayout
 
 # Fields the HuggingFace config.json stores but the model never reads; written for compatibility.
 HF_UNUSED_FIELDS: dict[str, Any] = {
@@ -63,7 +64,7 @@ class TrajectoryTransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TtrlError(f"model config {name}={value!r} must be a positive integer")
-        expected_transition_dim = self.observation_dim + self.action_dim + 2
+        expected_transition_dim = self.layout.transition_dim
         if self.transition_dim != expected_transition_dim:
             raise TtrlError(
                 f"model config transition_dim={self.transition_dim} must equal observation_dim + "
@@ -84,19 +85,25 @@ class TrajectoryTransformerConfig:
         cls, observation_dim: int, action_dim: int, sequence_length: int = 10, **overrides: Any
     ) -> TrajectoryTransformerConfig:
         """Config for an environment's sizes, with a block of ``sequence_length`` transitions - 1 token."""
-        transition_dim = observation_dim + action_dim + 2
+        n_bins = overrides.get("vocab_size", cls.vocab_size)
+        layout = TransitionLayout(observation_dim, action_dim, n_bins)
         return cls(
             observation_dim=observation_dim,
             action_dim=action_dim,
-            transition_dim=transition_dim,
-            block_size=sequence_length * transition_dim - 1,
+            transition_dim=layout.transition_dim,
+            block_size=layout.block_size(sequence_length),
             **overrides,
         )
 
     @property
+    def layout(self) -> TransitionLayout:
+        """Where each token of this model's sequences sits."""
+        return TransitionLayout(self.observation_dim, self.action_dim, self.vocab_size)
+
+    @property
     def stop_token(self) -> int:
         """Token id of the stop token (one past the last bin)."""
-        return self.vocab_size
+        return self.layout.stop_token
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields (what checkpoint bundles store as ``model_config``)."""

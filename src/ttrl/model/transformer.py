@@ -206,22 +206,18 @@ class TrajectoryTransformer(nn.Module):
     def _register_position_tables(self) -> None:
         """Position-dependent constants, built once; forward slices them at the absolute positions."""
         config = self.config
-        n_dims = config.transition_dim
+        layout = config.layout
         positions = torch.arange(config.block_size)
-        dims = positions % n_dims
+        dims = layout.dims(positions)
         self.register_buffer("token_offsets", dims * config.vocab_size, persistent=False)
         # allowed[q, k]: causal, and value-token keys are hidden from every query (itself included).
-        causal = positions[:, None] >= positions[None, :]
-        self.register_buffer("allowed", causal & (dims != n_dims - 1)[None, :], persistent=False)
+        self.register_buffer("allowed", layout.attention_mask(config.block_size), persistent=False)
         # Weight of the target at position p, i.e. of the token at p + 1.
-        dim_weights = torch.ones(n_dims)
-        dim_weights[config.observation_dim : config.observation_dim + config.action_dim] = (
-            config.action_weight
+        kind_weights = torch.tensor(
+            [1.0, config.action_weight, config.reward_weight, config.value_weight]
         )
-        dim_weights[-2] = config.reward_weight
-        dim_weights[-1] = config.value_weight
         self.register_buffer(
-            "loss_weights", dim_weights[(positions + 1) % n_dims], persistent=False
+            "loss_weights", kind_weights[layout.kinds(positions + 1)], persistent=False
         )
 
     @staticmethod

@@ -75,22 +75,22 @@ class BeamPlanner:
         self.config = config if config is not None else PlannerConfig()
         self.scorer = scorer if scorer is not None else build_scorer(self.config.objective)
         model_config = model.config
-        self.observation_dim = model_config.observation_dim
-        self.action_dim = model_config.action_dim
-        self.transition_dim = model_config.transition_dim
+        self.layout = model_config.layout
+        self.observation_dim = self.layout.observation_dim
+        self.action_dim = self.layout.action_dim
+        self.transition_dim = self.layout.transition_dim
         if discretizer.n_bins != model_config.vocab_size:
             raise TtrlError(
                 f"discretizer has {discretizer.n_bins} bins but the model's vocab_size is "
                 f"{model_config.vocab_size}; plan with the discretizer the model was trained with"
             )
-        self.config.check_fits_model(model_config.block_size, self.transition_dim)
+        self.config.check_fits_model(model_config.block_size, self.layout)
         if self.config.use_cache and not isinstance(model, TrajectoryTransformer):
             raise TtrlError(
                 f"use_cache needs a ttrl TrajectoryTransformer, got {type(model).__name__}; "
                 f"set planner.use_cache=false to plan with another model"
             )
-        window = self.config.window_transitions
-        self.max_window = None if window is None else window * self.transition_dim - 1
+        self.max_window = self.config.window_tokens(self.layout)
         self._decoder_key: tuple | None = None
         self._cached_decoder: CachedDecoder | None = None
 
@@ -123,9 +123,9 @@ class BeamPlanner:
         every row: actions, reward and value of ``beam * n_expand`` candidates, then the next
         observation of the ``beam`` kept ones)."""
         cfg = self.config
-        S, A, H = self.observation_dim, self.action_dim, cfg.horizon
+        S, T, H = self.observation_dim, self.transition_dim, cfg.horizon
         candidates = cfg.beam_width * cfg.n_expand
-        return H * (A + 2) * candidates + (H - 1) * S * cfg.beam_width
+        return H * (T - S) * candidates + (H - 1) * S * cfg.beam_width
 
     def _uniforms(
         self,
@@ -189,7 +189,7 @@ class BeamPlanner:
         n_env, prefix_length = prefix.shape
         beams = _Beams(prefix, H * T - S)
         decoder = self._decoder(n_env) if cfg.use_cache else None
-        window = ModelWindow(self.model, prefix, T, self.max_window, decoder)
+        window = ModelWindow(self.model, prefix, self.layout, self.max_window, decoder)
         likelihood = self.scorer.uses_likelihood
         used = 0  # uniforms of every environment's block read so far
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ttrl.errors import TtrlError
+from ttrl.layout import TransitionLayout
 from ttrl.planning.scorers import available_scorers, build_scorer
 
 # One transition minus a token would crop the whole window when a transition starts, so the model
@@ -70,17 +71,17 @@ class PlannerConfig:
         if self.objective not in available_scorers():
             build_scorer(self.objective)  # raises the one line naming the choices
 
-    def check_fits_model(self, block_size: int, transition_dim: int) -> None:
+    def check_fits_model(self, block_size: int, layout: TransitionLayout) -> None:
         """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""
         if self.window_transitions is not None:
-            window_tokens = self.window_transitions * transition_dim - 1
-            fitting = (block_size + 1) // transition_dim
+            window_tokens = layout.block_size(self.window_transitions)
+            fitting = layout.transitions_fitting(block_size)
             if window_tokens > block_size and fitting < MIN_WINDOW_TRANSITIONS:
+                needed = layout.block_size(MIN_WINDOW_TRANSITIONS)
                 raise TtrlError(
                     f"the model attends over block_size={block_size} tokens, less than the "
-                    f"{MIN_WINDOW_TRANSITIONS} transitions ({MIN_WINDOW_TRANSITIONS * transition_dim - 1}"
-                    f" tokens) planning needs; train it with data.sequence_length >= "
-                    f"{MIN_WINDOW_TRANSITIONS}"
+                    f"{MIN_WINDOW_TRANSITIONS} transitions ({needed} tokens) planning needs; "
+                    f"train it with data.sequence_length >= {MIN_WINDOW_TRANSITIONS}"
                 )
             if window_tokens > block_size:
                 raise TtrlError(
@@ -89,7 +90,7 @@ class PlannerConfig:
                     f"to at most {fitting}"
                 )
             return
-        longest = self.longest_sequence(transition_dim)
+        longest = self.longest_sequence(layout)
         if longest > block_size:
             raise TtrlError(
                 f"planner context_transitions={self.context_transitions} + horizon={self.horizon} "
@@ -97,9 +98,15 @@ class PlannerConfig:
                 f"or context_transitions, or set window_transitions to crop the context"
             )
 
-    def longest_sequence(self, transition_dim: int) -> int:
+    def longest_sequence(self, layout: TransitionLayout) -> int:
         """Most tokens the model is given at once without cropping (the last value is never fed)."""
-        return (self.context_transitions + self.horizon) * transition_dim - 1
+        return layout.block_size(self.context_transitions + self.horizon)
+
+    def window_tokens(self, layout: TransitionLayout) -> int | None:
+        """Trajectory tokens the model sees at most (None: all)."""
+        if self.window_transitions is None:
+            return None
+        return layout.block_size(self.window_transitions) - layout.prefix_length
 
 
 def _require_positive_int(name: str, value: object) -> None:

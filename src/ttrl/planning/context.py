@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from ttrl.errors import TtrlError
+from ttrl.layout import TransitionLayout
 
 
 class PlanningContext:
@@ -57,7 +58,7 @@ class PlanningContext:
         """Start all environments at ``observations [n_envs, S]`` with empty contexts."""
         observations = _as_rows(observations, self.n_envs, self.observation_dim, "observations")
         self._observations = self._encode(observations, slice(0, self.observation_dim))
-        transition_dim = self.observation_dim + self.action_dim + 2
+        transition_dim = TransitionLayout(self.observation_dim, self.action_dim).transition_dim
         self._transitions = [np.zeros((0, transition_dim), dtype=np.int64)] * self.n_envs
         self._active = [True] * self.n_envs
 

@@ -14,15 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ttrl.layout import TransitionLayout
 from ttrl.planning.decoder import CachedDecoder
-
-
-def crop_start(length: int, max_window: int | None, transition_dim: int) -> int:
-    """Index of the first token the model sees when the sequence holds ``length`` tokens."""
-    if max_window is None or length <= max_window:
-        return 0
-    excess = length - max_window
-    return -(-excess // transition_dim) * transition_dim  # round up to whole transitions
 
 
 class ModelWindow:
@@ -39,13 +32,14 @@ class ModelWindow:
         self,
         model: Any,
         prefix: Tensor,
-        transition_dim: int,
+        layout: TransitionLayout,
         max_window: int | None,
         decoder: CachedDecoder | None,
     ) -> None:
         self.model = model
         self.prefix = prefix
-        self.transition_dim = transition_dim
+        self.layout = layout
+        self.transition_dim = layout.transition_dim
         self.max_window = max_window
         self.decoder = decoder
         self.start: int | None = None  # sequence index of the window start held by the decoder
@@ -53,7 +47,7 @@ class ModelWindow:
 
     def next_logits(self, sequences: Tensor, length: int, row_env: Tensor) -> Tensor:
         """Logits ``[rows, V]`` for the token after ``sequences[:, :length]``."""
-        start = crop_start(length, self.max_window, self.transition_dim)
+        start = self.layout.crop_start(length, self.max_window)
         if self.decoder is None:
             return self.model(sequences[:, start:length]).logits[:, -1]
         if start != self.start:

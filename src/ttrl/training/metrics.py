@@ -9,22 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TOKEN_TYPES = ("observation", "action", "reward", "value")
+from ttrl.layout import KIND_NAMES, VALUE, TransitionLayout
+
+TOKEN_TYPES = KIND_NAMES[: VALUE + 1]  # observation, action, reward, value
 
 
 def target_token_types(length: int, observation_dim: int, action_dim: int) -> Tensor:
     """Type index (into :data:`TOKEN_TYPES`) of the target at each of ``length`` positions.
 
-    Targets are the inputs shifted by one, so the target at position ``p`` is transition
-    dimension ``(p + 1) mod T``.
+    Targets are the inputs shifted by one, so the target at position ``p`` is the token at ``p + 1``.
     """
-    transition_dim = observation_dim + action_dim + 2
-    dims = (torch.arange(length) + 1) % transition_dim
-    types = torch.zeros(length, dtype=torch.long)
-    types[dims >= observation_dim] = 1
-    types[dims == transition_dim - 2] = 2
-    types[dims == transition_dim - 1] = 3
-    return types
+    return TransitionLayout(observation_dim, action_dim).kinds(torch.arange(length) + 1)
 
 
 @torch.no_grad()

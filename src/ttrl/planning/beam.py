@@ -187,51 +187,22 @@ class BeamPlanner:
         cfg = self.config
         S, A, T, H = self.observation_dim, self.action_dim, self.transition_dim, cfg.horizon
         n_env, prefix_length = prefix.shape
-        beams = _Beams(prefix, H * T - S)
         decoder = self._decoder(n_env) if cfg.use_cache else None
         window = ModelWindow(self.model, prefix, self.layout, self.max_window, decoder)
-        likelihood = self.scorer.uses_likelihood
-        used = 0  # uniforms of every environment's block read so far
-
-        def sample(logits: Tensor, top_k: int | None, cdf: float | None) -> Tensor:
-            nonlocal used
-            per_env = logits.shape[0] // n_env  # rows are environment-major
-            rows_uniforms = uniforms[:, used : used + per_env].reshape(-1)
-            used += per_env
-            tokens, probs = sample_tokens(logits, top_k, cdf, rows_uniforms)
-            beams.append(tokens)
-            if likelihood:
-                beams.log_likelihood += probs.gather(-1, tokens[:, None]).squeeze(-1).log()
-            return probs
-
-        logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
-        beams.init_scores(H, logits.dtype)
+        beams = _Beams(prefix, H * T - S, window, uniforms, self.scorer.uses_likelihood, H)
         for t in range(H):
-            factor = cfg.n_expand * (cfg.beam_width if t == 0 else 1)
-            rows = beams.repeat(factor)
-            window.expand(factor)
-            logits = logits.index_select(0, rows)
+            beams.expand(cfg.n_expand * (cfg.beam_width if t == 0 else 1))
             for _ in range(A):
-                sample(logits, cfg.k_act, cfg.cdf_act)
-                logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
-            reward_probs = sample(logits, cfg.k_rew, cfg.cdf_rew)
-            logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
-            value_probs = sample(logits, cfg.k_rew, cfg.cdf_rew)
-            beams.rewards[:, t] = self._expected(reward_probs, S + A)
-            beams.rewards[:, t + 1] = beams.step_values[:, t] = self._expected(
-                value_probs, S + A + 1
-            )
+                beams.sample(cfg.k_act, cfg.cdf_act)
+            reward = self._expected(beams.sample(cfg.k_rew, cfg.cdf_rew), self.layout.reward_dim)
+            value = self._expected(beams.sample(cfg.k_rew, cfg.cdf_rew), self.layout.value_dim)
+            beams.record(t, reward, value)
             objective = self.scorer.score(self._candidates(beams, t, prefix_length - S))
-            rows, scores = _best_per_env(objective, n_env, cfg.beam_width)
-            beams.select(rows)
-            beams.scores = scores
-            window.select(rows)
+            beams.keep(*_best_per_env(objective, n_env, cfg.beam_width))
             if t < H - 1:
                 for _ in range(S):
-                    logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
-                    sample(logits, cfg.k_obs, cfg.cdf_obs)
-                logits = window.next_logits(beams.sequences, beams.length, beams.row_env)
-        assert used == uniforms.shape[1], "draws_per_plan must count every sampled token"
+                    beams.sample(cfg.k_obs, cfg.cdf_obs)
+        assert beams.used == uniforms.shape[1], "draws_per_plan must count every sampled token"
         return self._best_plans(beams, prefix_length - S)
 
     def _candidates(self, beams: _Beams, step: int, plan_start: int) -> Candidates:
@@ -287,9 +258,22 @@ class BeamPlanner:
 
 
 class _Beams:
-    """Token sequences and running scores of all beams, environment-major (rows of env e together)."""
+    """Every beam of every environment: tokens, environment, scores, random draws and the window.
 
-    def __init__(self, prefix: Tensor, plan_tokens: int) -> None:
+    Rows are environment-major (rows of environment ``e`` together). The model's window (and its
+    cache) moves with the rows, so the search only says :meth:`expand`, :meth:`sample`,
+    :meth:`record` and :meth:`keep`.
+    """
+
+    def __init__(
+        self,
+        prefix: Tensor,
+        plan_tokens: int,
+        window: ModelWindow,
+        uniforms: Tensor,
+        track_likelihood: bool,
+        horizon: int,
+    ) -> None:
         self.n_env, prefix_length = prefix.shape
         self.sequences = torch.empty(
             self.n_env, prefix_length + plan_tokens, dtype=torch.long, device=prefix.device
@@ -297,27 +281,62 @@ class _Beams:
         self.sequences[:, :prefix_length] = prefix
         self.length = prefix_length
         self.row_env = torch.arange(self.n_env, device=prefix.device)
-
-    def init_scores(self, horizon: int, dtype: torch.dtype) -> None:
-        zeros = torch.zeros(self.n_env, horizon + 1, dtype=dtype, device=self.sequences.device)
+        self.window, self.uniforms, self.track_likelihood = window, uniforms, track_likelihood
+        self.used = 0  # uniforms of every environment's block read so far
+        self._logits: Tensor | None = self._next_logits()
+        zeros = torch.zeros(self.n_env, horizon + 1, dtype=self._logits.dtype, device=prefix.device)
         self.rewards = zeros  # [rows, H + 1]: r_0 .. r_t, then V_t
         self.step_values = zeros[:, :-1].clone()  # [rows, H]: V_t of every step
         self.log_likelihood = zeros[:, 0].clone()
         self.scores = zeros[:, 0].clone()
 
-    def append(self, tokens: Tensor) -> None:
-        self.sequences[:, self.length] = tokens
-        self.length += 1
+    def _next_logits(self) -> Tensor:
+        return self.window.next_logits(self.sequences, self.length, self.row_env)
 
-    def repeat(self, factor: int) -> Tensor:
+    @property
+    def logits(self) -> Tensor:
+        """Next-token logits of every row, computed when first needed after a change."""
+        if self._logits is None:
+            self._logits = self._next_logits()
+        return self._logits
+
+    def expand(self, factor: int) -> None:
         """Tile each environment's beams ``factor`` times (like ``x.repeat(factor, 1)`` per env)."""
+        logits = self.logits
         per_env = self.sequences.shape[0] // self.n_env
         rows = torch.arange(self.sequences.shape[0], device=self.sequences.device)
         rows = rows.view(self.n_env, 1, per_env).expand(-1, factor, -1).reshape(-1)
-        self.select(rows)
-        return rows
+        self._select(rows)
+        self.window.expand(factor)
+        self._logits = logits.index_select(0, rows)
 
-    def select(self, rows: Tensor) -> None:
+    def sample(self, top_k: int | None, cdf: float | None) -> Tensor:
+        """Draw and append the next token of every row; returns the unfiltered probabilities."""
+        logits = self.logits
+        per_env = logits.shape[0] // self.n_env
+        rows_uniforms = self.uniforms[:, self.used : self.used + per_env].reshape(-1)
+        self.used += per_env
+        tokens, probs = sample_tokens(logits, top_k, cdf, rows_uniforms)
+        self.sequences[:, self.length] = tokens
+        self.length += 1
+        self._logits = None
+        if self.track_likelihood:
+            self.log_likelihood += probs.gather(-1, tokens[:, None]).squeeze(-1).log()
+        return probs
+
+    def record(self, step: int, reward: Tensor, value: Tensor) -> None:
+        """The expected reward and value the model predicted at planning step ``step``."""
+        self.rewards[:, step] = reward
+        self.rewards[:, step + 1] = self.step_values[:, step] = value
+
+    def keep(self, rows: Tensor, scores: Tensor) -> None:
+        """Keep ``rows`` (the best candidates, with their ``scores``) as the beams."""
+        self._select(rows)
+        self.scores = scores
+        self.window.select(rows)
+        self._logits = None
+
+    def _select(self, rows: Tensor) -> None:
         self.sequences = self.sequences.index_select(0, rows)
         self.row_env = self.row_env.index_select(0, rows)
         self.rewards = self.rewards.index_select(0, rows)

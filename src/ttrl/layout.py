@@ -30,6 +30,14 @@ KIND_NAMES = ("observation", "action", "reward", "value", "prefix")
 EXTRA_DIMS = 2  # the reward and the value follow the observation and action in every transition
 
 
+def crop_start(length: int, max_window: int | None, transition_dim: int) -> int:
+    """First token kept of ``length`` when at most ``max_window`` fit: whole transitions cut."""
+    if max_window is None or length <= max_window:
+        return 0
+    excess = length - max_window
+    return -(-excess // transition_dim) * transition_dim  # round up to whole transitions
+
+
 @dataclass(frozen=True)
 class TransitionLayout:
     """Dims and positions of the tokens of one sequence (see the module docstring)."""
@@ -133,10 +141,7 @@ class TransitionLayout:
         ``length`` counts trajectory tokens (after the prefix, which is never cropped); the crop
         removes whole transitions from the front, so the window starts at a boundary.
         """
-        if max_window is None or length <= max_window:
-            return 0
-        excess = length - max_window
-        return -(-excess // self.transition_dim) * self.transition_dim
+        return crop_start(length, max_window, self.transition_dim)
 
     def with_prefix(self, prefix_length: int) -> TransitionLayout:
         """The same transitions behind a prefix of ``prefix_length`` tokens."""

@@ -14,7 +14,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ttrl.layout import TransitionLayout
+from ttrl.layout import TransitionLayout, crop_start
+
+__all__ = ["ModelWindow", "crop_start", "distinct_histories"]
 from ttrl.planning.decoder import CachedDecoder
 
 

@@ -413,3 +413,23 @@ def test_targets_passed_positionally_get_a_clear_error():
     tokens = torch.randint(0, 11, (2, 6))
     with pytest.raises(TtrlError, match="second positional argument of forward is past_key_values"):
         model(tokens, tokens)
+
+
+def test_fused_qkv_weights_follow_weight_changes_without_gradients():
+    model = tiny_model()
+    tokens = torch.randint(0, 11, (2, 9))
+    with torch.inference_mode():
+        before = model(tokens).logits
+    with torch.no_grad():
+        model.blocks[0].attn.key.weight.mul_(3.0)  # an in-place change, as an optimiser makes
+    fresh = tiny_model()
+    with torch.no_grad():
+        fresh.blocks[0].attn.key.weight.mul_(3.0)
+    with torch.inference_mode():
+        after, expected = model(tokens).logits, fresh(tokens).logits
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected)
+    # and gradients still reach the separate q, k, v layers
+    model.train()
+    model(tokens, targets=tokens).loss.backward()
+    assert model.blocks[0].attn.query.weight.grad is not None

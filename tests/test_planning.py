@@ -445,7 +445,6 @@ def test_decoder_logits_equal_the_model_on_the_whole_sequence(model):
         [prefix[row_env], torch.randint(0, N, (rows, 2 * T), generator=generator)], 1
     )
     decoder = CachedDecoder(model, n_env, rows, model.config.block_size)
-    decoder.refresh_weights()
 
     def expected(length):
         with torch.no_grad():
@@ -501,7 +500,6 @@ def test_decoder_expanded_candidates_read_their_parents_cache(model):
         1,
     )
     decoder = CachedDecoder(model, n_env, n_env * beams * children, model.config.block_size)
-    decoder.refresh_weights()
     with torch.no_grad():
         decoder.feed(prefix)
         decoder.share()

@@ -19,7 +19,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -67,8 +67,103 @@ def reorder_cache(past_key_values: PastKeyValues, index: Tensor) -> PastKeyValue
     )
 
 
+class AttentionCache(Protocol):
+    """Where a forward's keys and values go, and how its queries attend over them.
+
+    The model computes queries, keys and values and runs everything else (embeddings, blocks,
+    heads); a cache only stores keys/values and runs the attention product. Two kinds exist:
+    :class:`PastKeyValuesCache` (transformers' ``past_key_values`` tuple, and plain training) and the
+    planner's shared-prefix beam cache (:class:`ttrl.planning.decoder.CachedDecoder`).
+    """
+
+    @property
+    def length(self) -> int:
+        """Positions already held: the position of the next token fed."""
+        ...
+
+    def start_chunk(self, positions: Tensor) -> None:
+        """A forward of the tokens at ``positions`` begins."""
+        ...
+
+    def attend(
+        self,
+        layer: int,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        need_weights: bool,
+        dropout_p: float,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Store layer ``layer``'s new ``key``/``value`` ``[B, h, L, d/h]`` and attend ``query``
+        ``[B, h, Lq, d/h]`` (the last ``Lq`` of the new tokens) over all it may see; returns the
+        attended values ``[B, h, Lq, d/h]`` and, with ``need_weights``, the attention map."""
+        ...
+
+    def end_chunk(self) -> None:
+        """The forward has run every layer."""
+        ...
+
+
+class PastKeyValuesCache:
+    """transformers' cache: per layer ``(key, value)`` tensors, concatenated with each new chunk.
+
+    ``past=None`` starts empty; ``keep=False`` (plain training) stores nothing. Attention goes through
+    ``scaled_dot_product_attention`` with the model's mask, or the explicit softmax when maps are
+    asked for.
+    """
+
+    def __init__(self, allowed: Tensor, past: PastKeyValues | None, keep: bool) -> None:
+        self.allowed_table = allowed
+        self.past = past
+        self.keep = keep
+        self.presents: list[tuple[Tensor, Tensor]] = []
+        self._length = past_length(past)
+        self._allowed: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def start_chunk(self, positions: Tensor) -> None:
+        end = self._length + positions.shape[0]
+        self._allowed = self.allowed_table[self._length : end, :end]
+
+    def attend(
+        self,
+        layer: int,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        need_weights: bool,
+        dropout_p: float,
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.past is not None:
+            key = torch.cat((self.past[layer][0], key), dim=2)
+            value = torch.cat((self.past[layer][1], value), dim=2)
+        if self.keep:
+            self.presents.append((key, value))
+        allowed = self._allowed[-query.shape[2] :]
+        if not need_weights:
+            y = F.scaled_dot_product_attention(
+                query, key, value, attn_mask=allowed, dropout_p=dropout_p
+            )
+            return y, None
+        scores = (query @ key.transpose(-2, -1)) / math.sqrt(key.shape[-1])
+        weights = F.dropout(
+            scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1), dropout_p, dropout_p > 0
+        )
+        return weights @ value, weights
+
+    def end_chunk(self) -> None:
+        self._length += 0 if self._allowed is None else self._allowed.shape[0]
+
+    def past_key_values(self) -> PastKeyValues:
+        """The cache in transformers' layout, for the next call."""
+        return tuple(self.presents)
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention whose allowed (query, key) pairs come from a given boolean mask."""
+    """Multi-head self-attention; which (query, key) pairs are allowed is the cache's business."""
 
     def __init__(self, config: TrajectoryTransformerConfig) -> None:
         super().__init__()
@@ -80,40 +175,46 @@ class CausalSelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.resid_pdrop)
         self.attn_pdrop = config.attn_pdrop
         self.n_head = config.n_head
+        self._fused: tuple[tuple, Tensor, Tensor] | None = None
+
+    def fused_qkv(self) -> tuple[Tensor, Tensor]:
+        """q, k and v weights as one matrix (one matmul); the layers stay separate in the state dict.
+
+        Without gradients (decoding, planning) the concatenation is kept until a weight changes.
+        """
+        parts = (self.query, self.key, self.value)
+        if torch.is_grad_enabled():
+            return (
+                torch.cat([p.weight for p in parts]),
+                torch.cat([p.bias for p in parts]),
+            )
+        key = tuple((p.weight._version, p.weight.data_ptr(), p.bias._version) for p in parts)
+        key += (torch.is_inference_mode_enabled(), self.query.weight.dtype)
+        if self._fused is None or self._fused[0] != key:
+            weight = torch.cat([p.weight for p in parts])
+            bias = torch.cat([p.bias for p in parts])
+            self._fused = (key, weight, bias)
+        return self._fused[1], self._fused[2]
 
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor,
-        layer_past: tuple[Tensor, Tensor] | None,
+        cache: AttentionCache,
+        layer: int,
         need_weights: bool = False,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
-        """Attended values, this layer's (key, value) and, with ``need_weights``, the attention map."""
+        last_only: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attended values (of the last token only with ``last_only``) and the map if asked."""
         batch, length, d = x.shape
-        # One matmul for q, k, v: the separate layers stay separate in the state dict.
-        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))
-        bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        weight, bias = self.fused_qkv()
         qkv = F.linear(x, weight, bias).view(batch, length, 3, self.n_head, d // self.n_head)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, h, L, d/h]
-        if layer_past is not None:
-            key = torch.cat((layer_past[0], key), dim=2)
-            value = torch.cat((layer_past[1], value), dim=2)
+        if last_only:
+            query = query[:, :, -1:]
         dropout_p = self.attn_pdrop if self.training else 0.0
-        weights = None
-        if need_weights:
-            scores = (query @ key.transpose(-2, -1)) / math.sqrt(key.shape[-1])
-            weights = F.dropout(
-                scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1),
-                dropout_p,
-                self.training,
-            )
-            y = weights @ value
-        else:
-            y = F.scaled_dot_product_attention(
-                query, key, value, attn_mask=allowed, dropout_p=dropout_p
-            )
-        y = y.transpose(1, 2).reshape(batch, length, d)
-        return self.resid_drop(self.proj(y)), (key, value), weights
+        y, weights = cache.attend(layer, query, key, value, need_weights, dropout_p)
+        y = y.transpose(1, 2).reshape(batch, query.shape[2], d)
+        return self.resid_drop(self.proj(y)), weights
 
 
 class Block(nn.Module):
@@ -133,15 +234,18 @@ class Block(nn.Module):
     def forward(
         self,
         x: Tensor,
-        allowed: Tensor,
-        layer_past: tuple[Tensor, Tensor] | None,
+        cache: AttentionCache,
+        layer: int,
         need_weights: bool = False,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], Tensor | None]:
-        """The block's output, its (key, value) and, with ``need_weights``, the attention map."""
-        attended, present, weights = self.attn(self.ln1(x), allowed, layer_past, need_weights)
+        last_only: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """The block's output (the last token's only with ``last_only``) and the attention map."""
+        attended, weights = self.attn(self.ln1(x), cache, layer, need_weights, last_only)
+        if last_only:
+            x = x[:, -1:]
         x = x + attended
         x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
-        return x, present, weights
+        return x, weights
 
 
 class DimensionHeads(nn.Module):
@@ -304,8 +408,36 @@ class TrajectoryTransformer(nn.Module):
             )
         checkpointing = self.gradient_checkpointing and self.training
         use_cache = bool(use_cache) and not checkpointing
-        length = trajectories.shape[1]
+        cache = PastKeyValuesCache(self.allowed, past_key_values, keep=use_cache)
+        out = self.run(trajectories, cache, bool(output_attentions), bool(output_hidden_states))
+        x, hidden, maps = out
         start = past_length(past_key_values)
+        logits = self.head(self.ln_f(x), start)
+        loss = (
+            None if targets is None else self._weighted_loss(logits, targets, attention_mask, start)
+        )
+        output = TrajectoryTransformerOutput(
+            loss=loss,
+            logits=logits,
+            past_key_values=cache.past_key_values() if use_cache else None,
+            hidden_states=hidden,
+            attentions=maps,
+        )
+        return output if return_dict is None or return_dict else output.to_tuple()
+
+    def run(
+        self,
+        trajectories: Tensor,
+        cache: AttentionCache,
+        output_attentions: bool = False,
+        output_hidden_states: bool = False,
+        last_only: bool = False,
+    ) -> tuple[Tensor, tuple[Tensor, ...] | None, tuple[Tensor, ...] | None]:
+        """The blocks over ``trajectories [B, L]`` at positions ``cache.length ...``, keys/values
+        kept and attention run by ``cache``; returns the hidden states before ``ln_f`` (the last
+        token's only with ``last_only``), and the hidden states and maps when asked for."""
+        length = trajectories.shape[1]
+        start = cache.length
         end = start + length
         if end > self.config.block_size:
             raise TtrlError(
@@ -318,34 +450,29 @@ class TrajectoryTransformer(nn.Module):
             trajectories + self.token_offsets[start:end],
         )
         x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start:end])
-        allowed = self.allowed[start:end, :end]
-        presents, hidden, maps = [], [], []
+        cache.start_chunk(torch.arange(start, end, device=trajectories.device))
+        checkpointing = self.gradient_checkpointing and self.training
+        hidden, maps = [], []
+        final = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             if output_hidden_states:
                 hidden.append(x)
-            layer_past = None if past_key_values is None else past_key_values[i]
+            last = last_only and i == final  # only the last token's output is read
             if checkpointing:
-                x, present, weights = torch.utils.checkpoint.checkpoint(
-                    block, x, allowed, layer_past, bool(output_attentions), use_reentrant=False
+                x, weights = torch.utils.checkpoint.checkpoint(
+                    block, x, cache, i, output_attentions, last, use_reentrant=False
                 )
             else:
-                x, present, weights = block(x, allowed, layer_past, bool(output_attentions))
-            presents.append(present)
+                x, weights = block(x, cache, i, output_attentions, last)
             maps.append(weights)
+        cache.end_chunk()
         if output_hidden_states:
             hidden.append(x)
-        logits = self.head(self.ln_f(x), start)
-        loss = (
-            None if targets is None else self._weighted_loss(logits, targets, attention_mask, start)
+        return (
+            x,
+            tuple(hidden) if output_hidden_states else None,
+            tuple(maps) if output_attentions else None,
         )
-        output = TrajectoryTransformerOutput(
-            loss=loss,
-            logits=logits,
-            past_key_values=tuple(presents) if use_cache else None,
-            hidden_states=tuple(hidden) if output_hidden_states else None,
-            attentions=tuple(maps) if output_attentions else None,
-        )
-        return output if return_dict is None or return_dict else output.to_tuple()
 
     def _weighted_loss(
         self, logits: Tensor, targets: Tensor, loss_mask: Tensor | None, start: int

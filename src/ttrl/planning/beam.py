@@ -232,7 +232,6 @@ class BeamPlanner:
         if self._decoder_key != key:
             self._cached_decoder = CachedDecoder(self.model, n_env, rows, window)
             self._decoder_key = key
-        self._cached_decoder.refresh_weights()
         return self._cached_decoder
 
     def _expected(self, probs: Tensor, dim: int) -> Tensor:

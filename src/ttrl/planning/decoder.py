@@ -3,8 +3,10 @@
 Beam search feeds the model one token per beam thousands of times per decision. The model's own
 ``forward(past_key_values=...)`` would concatenate (copy) each beam's whole cache for every token and
 layer, and store the context part of the window once per beam although it is the same for all beams
-of an environment. This decoder runs the model's own layers and weights with its own key/value
-bookkeeping:
+of an environment. This decoder is instead an attention cache that the model's own forward
+(``TrajectoryTransformer.run``) accepts: the model computes embeddings, queries, keys, values, MLPs
+and heads with its own layers, and the decoder only stores keys/values and runs the attention
+products, with its own bookkeeping:
 
 - keys/values of the window's prefix part (the executed context, identical for every beam of an
   environment) are stored once per environment; every beam's queries attend to them in one batched
@@ -28,7 +30,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
+
+from ttrl.errors import TtrlError
 
 
 class CachedDecoder:
@@ -49,8 +52,7 @@ class CachedDecoder:
         self.n_env = n_env
         parameter = next(model.parameters())
         options = dict(dtype=parameter.dtype, device=parameter.device)
-        self.layers = [_LayerWeights(block, self.scale) for block in model.blocks]
-        n_layer = len(self.layers)
+        n_layer = len(model.blocks)
         own_shape = (2, n_layer, 2, max_rows, self.n_head, max_window, self.head_dim)
         # own[buffer, layer, key/value]: per-beam slots; rows live in own[self.current]
         self.own = torch.empty(own_shape, **options)
@@ -63,10 +65,6 @@ class CachedDecoder:
         )
         self.current = 0
         self.reset()
-
-    def refresh_weights(self) -> None:
-        """Re-read the model's weights (they may have changed since the last plan)."""
-        self.layers = [_LayerWeights(block, self.scale) for block in self.model.blocks]
 
     def reset(self) -> None:
         """Forget everything: the next token fed is at window position 0."""
@@ -119,23 +117,26 @@ class CachedDecoder:
     def feed(self, tokens: Tensor, logits: bool = True) -> Tensor | None:
         """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last.
 
-        With ``logits=False`` only the keys/values are computed (the last layer stops after them).
+        The model runs its own blocks with this decoder as its attention cache; only the last
+        token's output of the last layer is computed. With ``logits=False`` no head is applied.
         """
-        rows, length = tokens.shape
-        T, device = self.transition_dim, tokens.device
-        first_position = self.length
-        positions = torch.arange(first_position, first_position + length, device=device)
-        dims = positions % T
-        ids = torch.where(tokens == self.n_bins, self.n_bins * T, tokens + dims * self.n_bins)
-        x = F.embedding(ids, self.model.tok_emb.weight) + self.model.pos_emb[0, positions]
+        self.rows = tokens.shape[0]
+        x, _, _ = self.model.run(tokens, self, last_only=True)
+        if not logits:
+            return None
+        return self.model.head(self.model.ln_f(x), self.length - 1)[:, -1]
+
+    # ---------------------------------------------------------------- the AttentionCache protocol
+    def start_chunk(self, positions: Tensor) -> None:
+        """Which new tokens get a key slot (not value tokens), and causality inside the chunk."""
+        T, device, length = self.transition_dim, positions.device, positions.shape[0]
         # Which new tokens get a key slot is known on the host: no device sync per token.
-        offsets = [i for i in range(length) if (first_position + i) % T != T - 1]
+        offsets = [i for i in range(length) if (self.length + i) % T != T - 1]
         stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
-        expanded = self.children > 1
-        first = self.child_slots if expanded else self.own_slots
+        first = self.child_slots if self.children > 1 else self.own_slots
         last = first + len(offsets)
         visible = None
-        if length > 1:  # causality inside the chunk: new slot j is seen by queries at or after it
+        if length > 1:  # new slot j is seen by queries at or after it
             new_slots = positions if stored is None else positions.index_select(0, stored)
             visible = torch.cat(
                 (
@@ -144,51 +145,36 @@ class CachedDecoder:
                 ),
                 dim=1,
             )
-        self.rows = rows
-        final = len(self.layers) - 1
-        for layer, weights in enumerate(self.layers):
-            # Only the last token's output is ever read: the last layer needs no other query.
-            output = (
-                "none" if layer == final and not logits else "last" if layer == final else "all"
-            )
-            x = self._layer(x, layer, weights, stored, first, last, visible, output)
+        self._chunk = (length, stored, first, last, visible)
+
+    def end_chunk(self) -> None:
+        length, _, _, last, _ = self._chunk
         self.length += length
-        if expanded:
+        if self.children > 1:
             self.child_slots = last
         else:
             self.own_slots = last
-        if not logits:
-            return None
-        last_dim = (self.length - 1) % T
-        return F.linear(self.model.ln_f(x[:, -1]), self.model.head.weight[last_dim])
 
-    def _layer(
+    def attend(
         self,
-        x: Tensor,
         layer: int,
-        weights: _LayerWeights,
-        stored: Tensor | None,
-        first: int,
-        last: int,
-        visible: Tensor | None,
-        output: str,
-    ) -> Tensor:
-        """One block; ``output`` says for which tokens: "all", "last" or "none" (keys/values only)."""
-        block = weights.block
-        rows, length, _ = x.shape
-        qkv = F.linear(block.ln1(x), weights.qkv_weight, weights.qkv_bias)
-        qkv = qkv.view(rows, length, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # [rows, heads, length, head_dim]
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        need_weights: bool,
+        dropout_p: float,
+    ) -> tuple[Tensor, None]:
+        """Store the new keys/values in the beam buffers and attend over the segments a row sees:
+        its environment's prefix, its parent's plan (after an expand) and its own tokens."""
+        if need_weights:
+            raise TtrlError("the planner's cache returns no attention maps; use the model itself")
+        length, stored, first, last, visible = self._chunk
+        rows = key.shape[0]
         own_keys, own_values = self.own[self.current, layer, 0], self.own[self.current, layer, 1]
         expanded = self.children > 1
         # this row's own segment: the candidate's new tokens after an expand, else the beam's plan
         row_keys, row_values = (
-            (self.child[layer, 0], self.child[layer, 1])
-            if expanded
-            else (
-                own_keys,
-                own_values,
-            )
+            (self.child[layer, 0], self.child[layer, 1]) if expanded else (own_keys, own_values)
         )
         if stored is None:  # no value token among the new ones
             row_keys[:rows, :, first:last] = key
@@ -196,10 +182,9 @@ class CachedDecoder:
         elif last > first:
             row_keys[:rows, :, first:last] = key.index_select(2, stored)
             row_values[:rows, :, first:last] = value.index_select(2, stored)
-        if output == "none":
-            return x
-        if output == "last" and length > 1:  # the newest query sees every slot: no mask
-            query, x, visible, length = query[:, :, -1:], x[:, -1:], None, 1
+        if query.shape[2] < length:  # the newest query alone sees every slot: no mask
+            visible = None
+        query = query * self.scale
         # Segments a query attends to: (keys, values, queries per group, groups per env) where
         # groups share keys: the environment's prefix, the parent's plan, then the row's own slots.
         segments = []
@@ -227,9 +212,7 @@ class CachedDecoder:
             begin += keys.shape[2]
             out = self._ungroup(torch.matmul(self._group(part, n, g), values), n, g)
             attended = out if attended is None else attended + out
-        attended = attended.transpose(1, 2).reshape(rows, length, -1)
-        x = x + block.attn.proj(attended)
-        return x + block.l2(block.act(block.l1(block.ln2(x))))
+        return attended, None
 
     def _group(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:
         """``[rows, heads, L, k]`` -> ``[groups, heads, members * L, k]``: rows are laid out
@@ -247,18 +230,3 @@ class CachedDecoder:
         _, heads, _, k = x.shape
         rows = x.view(self.n_env, groups_per_env, heads, members, -1, k).permute(0, 3, 1, 2, 4, 5)
         return rows.reshape(self.n_env * members * groups_per_env, heads, -1, k)
-
-
-class _LayerWeights:
-    """A block of the model plus its query/key/value weights fused into one matmul, the attention
-    scale ``1/sqrt(head_dim)`` folded into the query part."""
-
-    def __init__(self, block: Any, scale: float) -> None:
-        attention = block.attn
-        self.block = block
-        self.qkv_weight = torch.cat(
-            (attention.query.weight * scale, attention.key.weight, attention.value.weight)
-        )
-        self.qkv_bias = torch.cat(
-            (attention.query.bias * scale, attention.key.bias, attention.value.bias)
-        )

@@ -126,8 +126,6 @@ def sample_rollout(
     try:
         with torch.inference_mode():
             decoder = CachedDecoder(model, rows, rows, max_window) if use_cache else None
-            if decoder is not None:
-                decoder.refresh_weights()
             view = ModelWindow(model, prefix, layout, max_window, decoder)
             row_env = torch.arange(rows, device=device)
             filters = _filters_by_dim(sampling, layout)

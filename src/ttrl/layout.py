@@ -115,6 +115,11 @@ class TransitionLayout:
         """True at value tokens: keys no query may attend to."""
         return self.dims(positions) == self.value_dim
 
+    def is_value_position(self, position: int) -> bool:
+        """:meth:`is_value` for one position, on the host (no device sync)."""
+        trajectory = position - self.prefix_length
+        return trajectory >= 0 and trajectory % self.transition_dim == self.value_dim
+
     def attention_mask(self, length: int) -> Tensor:
         """``[length, length]`` allowed (query, key) pairs: causal, and no value-token key."""
         positions = torch.arange(length)

@@ -46,7 +46,8 @@ class CachedDecoder:
     def __init__(self, model: Any, n_env: int, max_rows: int, max_window: int) -> None:
         config = model.config
         self.model = model
-        self.n_bins, self.transition_dim = config.vocab_size, config.transition_dim
+        self.layout = config.layout
+        self.transition_dim = self.layout.transition_dim
         self.n_head, self.head_dim = config.n_head, config.n_embd // config.n_head
         self.scale = 1.0 / math.sqrt(self.head_dim)
         self.n_env = n_env
@@ -129,9 +130,10 @@ class CachedDecoder:
     # ---------------------------------------------------------------- the AttentionCache protocol
     def start_chunk(self, positions: Tensor) -> None:
         """Which new tokens get a key slot (not value tokens), and causality inside the chunk."""
-        T, device, length = self.transition_dim, positions.device, positions.shape[0]
-        # Which new tokens get a key slot is known on the host: no device sync per token.
-        offsets = [i for i in range(length) if (self.length + i) % T != T - 1]
+        device, length = positions.device, positions.shape[0]
+        # Value keys are never attended to, so they get no slot; known on the host: no device sync.
+        value = self.layout.is_value_position
+        offsets = [i for i in range(length) if not value(self.length + i)]
         stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
         first = self.child_slots if self.children > 1 else self.own_slots
         last = first + len(offsets)

@@ -48,19 +48,45 @@ def run_train(args: argparse.Namespace) -> dict:
 
 
 def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
-    """``plan``: milliseconds per decision of the cached and the uncached beam-search planner."""
-    plan = subparsers.add_parser("plan", help="planner ms per decision, cached vs uncached")
+    """``plan``: milliseconds per decision of the cached and the uncached beam-search planner, or
+    of the cached planner of another commit (``--baseline``), and the model's multiply-adds."""
+    plan = subparsers.add_parser(
+        "plan", help="planner ms per decision, cached vs uncached or vs another commit"
+    )
     plan.add_argument("--env", default="halfcheetah", help="sizes of this env's model")
     plan.add_argument("--horizon", type=int, default=5)
     plan.add_argument("--beam-width", type=int, default=32)
     plan.add_argument("--n-expand", type=int, default=2)
     plan.add_argument("--context", type=int, default=5, help="context transitions")
-    plan.add_argument("--decisions", type=int, default=3, help="timed cached decisions")
     plan.add_argument(
-        "--uncached-decisions", type=int, default=1, help="timed uncached decisions (0: skip)"
+        "--decisions",
+        type=int,
+        default=3,
+        help="timed cached decisions (with --baseline: per version and round)",
+    )
+    plan.add_argument(
+        "--uncached-decisions",
+        type=int,
+        default=None,
+        help="timed uncached decisions (0: skip; default 1, or 0 with --baseline)",
     )
     plan.add_argument("--seed", type=int, default=0)
-    plan.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    plan.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's, or 1 per version with --baseline)",
+    )
+    plan.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=None,
+        help="instead of the uncached planner, time the planner of this git ref (main~5, HEAD, a "
+        "commit) in its own process, in turns with the current one on the same inputs",
+    )
+    plan.add_argument(
+        "--rounds", type=int, default=5, help="with --baseline: turns each version takes"
+    )
     plan.add_argument(
         "--n-envs", type=int, default=1, help="episodes planned together in one batch"
     )
@@ -69,8 +95,26 @@ def add_plan_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_plan(args: argparse.Namespace) -> dict:
-    from ttrl.planning.bench import benchmark_planner
+    from ttrl.errors import TtrlError
+    from ttrl.planning.bench import benchmark_planner, compare_with_baseline
 
+    if args.baseline is not None:
+        if args.uncached_decisions:
+            raise TtrlError("--baseline times cached planners only; drop --uncached-decisions")
+        return compare_with_baseline(
+            args.baseline,
+            env=args.env,
+            horizon=args.horizon,
+            beam_width=args.beam_width,
+            n_expand=args.n_expand,
+            context=args.context,
+            decisions=args.decisions,
+            rounds=args.rounds,
+            seed=args.seed,
+            threads=args.threads or 1,
+            n_envs=args.n_envs,
+            device=args.device,
+        )
     return benchmark_planner(
         env=args.env,
         horizon=args.horizon,
@@ -78,7 +122,7 @@ def run_plan(args: argparse.Namespace) -> dict:
         n_expand=args.n_expand,
         context=args.context,
         decisions=args.decisions,
-        uncached_decisions=args.uncached_decisions,
+        uncached_decisions=1 if args.uncached_decisions is None else args.uncached_decisions,
         seed=args.seed,
         threads=args.threads,
         n_envs=args.n_envs,

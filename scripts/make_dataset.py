@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
 from ttrl.config import run_hydra_main
-from ttrl.data.recipes import make_level_dataset
+from ttrl.making.recipes import make_level_dataset
 
 # configs/env/ is the training config group, so this script reads its own YAML through the
 # ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice. The YAML's

@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
-from ttrl.data.behavior import BehaviorTrainingConfig, train_behavior
+from ttrl.making.behavior import BehaviorTrainingConfig, train_behavior
 
 # configs/env/ is the training config group (one file per dataset), so this script reads its own YAML
 # through the ConfigStore: here `env=hopper` is a plain value, not a group choice.

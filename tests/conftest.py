@@ -23,7 +23,7 @@ def minari_root(tmp_path, monkeypatch):
 
 def _make_tiny_dataset(name: str, n_steps: int, max_episode_steps: int | None) -> str:
     """Collect random-policy episodes through ttrl's real writer, registered under a D4RL-style name."""
-    from ttrl.data.collect import collect_dataset
+    from ttrl.making.collect import collect_dataset
 
     collect_dataset(
         name, n_steps=n_steps, seed=0, progress=False, max_episode_steps=max_episode_steps

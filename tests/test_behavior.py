@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from ttrl.data.behavior import (
+from ttrl.errors import TtrlError
+from ttrl.making.behavior import (
     CHECKPOINT_FILE,
     POLICIES_DIR,
     BehaviorPolicy,
@@ -26,7 +27,6 @@ from ttrl.data.behavior import (
     policy_info,
     train_behavior,
 )
-from ttrl.errors import TtrlError
 
 pytest.importorskip("stable_baselines3")
 

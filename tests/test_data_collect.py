@@ -11,15 +11,10 @@ import minari
 import numpy as np
 import pytest
 
-from ttrl.data import collect as collect_module
-from ttrl.data import (
-    collect_dataset,
-    collect_episodes,
-    load_transitions,
-    resolve_dataset,
-    write_minari_dataset,
-)
+from ttrl.data import load_transitions, resolve_dataset
 from ttrl.errors import TtrlError
+from ttrl.making import collect as collect_module
+from ttrl.making import collect_dataset, collect_episodes, write_minari_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,9 @@ import minari
 import numpy as np
 import pytest
 
-from ttrl.data import (
-    dataset_names,
-    load_transitions,
-    resolve_dataset,
-    write_minari_dataset,
-)
+from ttrl.data import dataset_names, load_transitions, resolve_dataset
 from ttrl.errors import TtrlError
+from ttrl.making import write_minari_dataset
 
 KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ttrl.data.recipes import POLICIES_DIR
+from ttrl.making.recipes import POLICIES_DIR
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "demo.py"
 

@@ -19,18 +19,19 @@ import numpy as np
 import pytest
 
 from test_data_collect import REPO, run_script
-from ttrl.data import collect as collect_module
-from ttrl.data import collect_dataset, load_transitions
-from ttrl.data.collect import (
+from ttrl.data import load_transitions
+from ttrl.errors import TtrlError
+from ttrl.locking import exclusive_lock
+from ttrl.making import collect as collect_module
+from ttrl.making import collect_dataset
+from ttrl.making.collect import (
     LOCKS_DIR,
     STAGING_PREFIX,
     WriterCrashed,
     dataset_lock_path,
     dataset_writer,
 )
-from ttrl.data.recipes import make_level_dataset
-from ttrl.errors import TtrlError
-from ttrl.locking import exclusive_lock
+from ttrl.making.recipes import make_level_dataset
 
 DATASET_ID = "ttrl/hopper/random-v0"
 DiskUsage = namedtuple("DiskUsage", "total used free")
@@ -138,7 +139,7 @@ def test_a_lock_left_by_a_killed_process_blocks_nothing(minari_root):
     killed = python(
         f"""
         import os, signal
-        from ttrl.data.collect import dataset_writer
+        from ttrl.making.collect import dataset_writer
         with dataset_writer({DATASET_ID!r}):
             os.kill(os.getpid(), signal.SIGKILL)
         """,
@@ -257,7 +258,7 @@ def test_staging_of_dead_writers_is_removed_on_the_next_start_and_live_ones_kept
     holder = """
         import os, signal, sys
         from pathlib import Path
-        from ttrl.data.collect import _staging_root
+        from ttrl.making.collect import _staging_root
         with _staging_root(Path(os.environ["MINARI_DATASETS_PATH"])) as staging:
             (staging / "partial.hdf5").write_bytes(bytes(4096))
             print(staging, flush=True)
@@ -313,7 +314,7 @@ def test_a_real_full_disk(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
     skip_checks = (
-        "import runpy, sys; import ttrl.data.collect as c; c.free_bytes = lambda path: 10**12; "
+        "import runpy, sys; import ttrl.making.collect as c; c.free_bytes = lambda path: 10**12; "
         "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
     script = str(REPO / "scripts/make_dataset.py")

@@ -11,10 +11,10 @@ import torch
 
 from test_behavior import _load_sb3_buffer, train_tiny_behavior
 from ttrl.data import load_transitions, resolve_dataset
-from ttrl.data.behavior import policy_info
-from ttrl.data.recipes import level_dataset_summary, make_level_dataset
 from ttrl.data.registry import ENVS, read_minari_metadata
 from ttrl.errors import TtrlError
+from ttrl.making.behavior import policy_info
+from ttrl.making.recipes import level_dataset_summary, make_level_dataset
 
 pytest.importorskip("stable_baselines3")
 

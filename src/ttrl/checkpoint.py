@@ -143,6 +143,18 @@ def bundle_name(stem: str) -> str:
     return f"{stem}{BUNDLE_SUFFIX}"
 
 
+def checkpoint_path(run_dir: str | os.PathLike, which: str) -> Path:
+    """``<run_dir>/checkpoints/<which>.safetensors``, where training writes ``which``."""
+    return Path(run_dir) / CHECKPOINT_DIR / bundle_name(which)
+
+
+def resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The ``last`` checkpoint a run in ``run_dir`` resumes from (ttrl 0.1's ``last.pt`` too)."""
+    current = checkpoint_path(run_dir, "last")
+    legacy = current.with_suffix(LEGACY_SUFFIX)
+    return next((p for p in (current, legacy) if p.is_file()), None)
+
+
 def save_bundle(path: str | os.PathLike, **parts: Any) -> Path:
     """Write a bundle holding ``parts`` (model_config, model, discretizer, config, trainer) atomically."""
     from ttrl import __version__

@@ -23,8 +23,11 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ttrl.data.preprocess import DISCOUNT, MAX_PATH_LENGTH, TERMINATION_PENALTY
 from ttrl.data.registry import SOURCES as DATASET_SOURCES
+from ttrl.devices import DEVICES
 from ttrl.discretization.discretizer import KINDS as DISCRETIZER_KINDS
+from ttrl.naming import dataset_slug
 
 # The planner section is typed by the planner's own settings class (one definition of its fields).
 from ttrl.planning.config import MIN_WINDOW_TRANSITIONS, PlannerConfig
@@ -33,7 +36,6 @@ from ttrl.planning.config import MIN_WINDOW_TRANSITIONS, PlannerConfig
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 # Values the code checks itself (OmegaConf has no Literal type); the others come from their stages.
-DEVICES = ("auto", "cpu", "cuda")
 LOGGER_MODES = ("online", "offline", "disabled")
 
 
@@ -50,9 +52,9 @@ class DataConfig:
     """How transitions become training windows (released-code defaults)."""
 
     source: str = "auto"  # auto | ttrl | official (see ttrl.data.resolve_dataset)
-    discount: float = 0.99  # gamma of the value targets
-    termination_penalty: float = -100.0  # replaces the reward at a real terminal step
-    max_path_length: int = 1000  # episodes are padded to this length
+    discount: float = DISCOUNT  # gamma of the value targets (0.99)
+    termination_penalty: float = TERMINATION_PENALTY  # the reward of a real terminal step (-100)
+    max_path_length: int = MAX_PATH_LENGTH  # episodes are padded to this length (1000)
     sequence_length: int = 10  # transitions per training window
     val_fraction: float = 0.05  # share of episodes held out for validation (0 = none)
 
@@ -178,21 +180,13 @@ def _if_none(value: Any, default: Any) -> Any:
     return default if value is None else value
 
 
-def dataset_slug(name: str) -> str:
-    """A one-folder name for a dataset: a file's stem, or a Minari id with ``/`` turned into ``-``."""
-    path = Path(name)
-    if path.suffix in (".hdf5", ".h5"):
-        return path.stem
-    return name.strip("/").replace("/", "-")
-
-
 def register_configs() -> None:
     """Store the schemas in Hydra's ConfigStore and register ttrl's resolvers (idempotent)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=f"ttrl_schema/{group}", name=group, node=schema)
-    from ttrl.data.collect import MakeDatasetConfig  # loaded with ttrl.data.registry already
+    from ttrl.making.collect import MakeDatasetConfig  # the making stage's (no torch, no minari)
 
     store.store(name="make_dataset_schema", node=MakeDatasetConfig)  # configs/make_dataset.yaml
     # configs/plan.yaml's plan_schema is stored by its module on import (PlanConfig extends

@@ -30,8 +30,8 @@ def use_demo_minari_root(root: str | os.PathLike = DEMO_MINARI_ROOT) -> Path:
 
 def ensure_dataset(name: str, n_steps: int, seed: int) -> dict[str, Any]:
     """Make the local dataset ``name`` unless it exists; its size and average score."""
-    from ttrl.data.recipes import level_dataset_summary, make_level_dataset
     from ttrl.data.registry import minari_dataset_exists, ttrl_minari_id
+    from ttrl.making.recipes import level_dataset_summary, make_level_dataset
 
     if not minari_dataset_exists(ttrl_minari_id(name)):
         print(f"making {name} ({n_steps} steps) with its shipped behaviour policy")

@@ -1,11 +1,8 @@
-"""data stage: dataset names, loading, local collection, preprocessing and token windows."""
+"""data stage: reading datasets: names, loading, preprocessing and token windows.
 
-from ttrl.data.collect import (
-    collect_dataset,
-    collect_episodes,
-    write_level_dataset,
-    write_minari_dataset,
-)
+Making datasets is a stage of its own, :mod:`ttrl.making`, which this package does not import.
+"""
+
 from ttrl.data.loading import (
     Transitions,
     load_d4rl_hdf5,
@@ -14,6 +11,7 @@ from ttrl.data.loading import (
     make_transitions,
     write_d4rl_hdf5,
 )
+from ttrl.data.pipeline import FittedData, load_and_fit, load_preprocessed
 from ttrl.data.preprocess import Trajectories, preprocess
 from ttrl.data.registry import (
     ENVS,
@@ -32,15 +30,16 @@ __all__ = [
     "ENVS",
     "LEVELS",
     "DatasetSpec",
+    "FittedData",
     "TokenDataset",
     "Trajectories",
     "Transitions",
-    "collect_dataset",
-    "collect_episodes",
     "dataset_names",
     "env_names",
+    "load_and_fit",
     "load_d4rl_hdf5",
     "load_minari",
+    "load_preprocessed",
     "load_transitions",
     "make_transitions",
     "official_minari_id",
@@ -49,6 +48,4 @@ __all__ = [
     "split_dataset_name",
     "ttrl_minari_id",
     "write_d4rl_hdf5",
-    "write_level_dataset",
-    "write_minari_dataset",
 ]

@@ -34,6 +34,12 @@ import numpy as np
 from ttrl.data.loading import Transitions
 from ttrl.errors import TtrlError
 
+# The released code's preprocessing settings: the one definition of their defaults (DataConfig,
+# the functions below and planning's fallbacks for checkpoints without a data config use them).
+DISCOUNT = 0.99  # gamma of the value targets
+TERMINATION_PENALTY = -100.0  # the reward of a real terminal step
+MAX_PATH_LENGTH = 1000  # the longest episode; released values sum over this padded horizon
+
 # episodes per padded [chunk, max_path_length] block of rewards (16 MB at 1000 steps)
 RELEASED_VALUE_CHUNK = 2048
 
@@ -58,9 +64,9 @@ class Trajectories:
     terminated: np.ndarray
     observation_dim: int
     action_dim: int
-    discount: float = 0.99
-    termination_penalty: float | None = -100.0
-    max_path_length: int = 1000
+    discount: float = DISCOUNT
+    termination_penalty: float | None = TERMINATION_PENALTY
+    max_path_length: int = MAX_PATH_LENGTH
     released_compat: bool = False
 
     @property
@@ -165,9 +171,9 @@ def released_value_targets(
 
 def preprocess(
     transitions: Transitions,
-    discount: float = 0.99,
-    termination_penalty: float | None = -100.0,
-    max_path_length: int = 1000,
+    discount: float = DISCOUNT,
+    termination_penalty: float | None = TERMINATION_PENALTY,
+    max_path_length: int = MAX_PATH_LENGTH,
     released_compat: bool = False,
 ) -> Trajectories:
     """Split into episodes, apply the termination penalty and append value targets.

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from ttrl.data.preprocess import Trajectories
+from ttrl.data.preprocess import MAX_PATH_LENGTH, Trajectories
 from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 
@@ -73,7 +73,7 @@ class TokenDataset:
         trajectories: Trajectories,
         discretizer: Discretizer,
         sequence_length: int = 10,
-        max_path_length: int = 1000,
+        max_path_length: int = MAX_PATH_LENGTH,
     ) -> TokenDataset:
         """Tokenise ``trajectories`` with ``discretizer`` and index every window.
 

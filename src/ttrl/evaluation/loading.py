@@ -11,6 +11,7 @@ from typing import Any
 
 from ttrl.checkpoint import find_bundle, load_bundle
 from ttrl.data import DatasetSpec, resolve_dataset
+from ttrl.data.pipeline import load_and_fit, preprocessing_settings
 from ttrl.data.registry import ENVS, dataset_names, split_dataset_name
 from ttrl.errors import TtrlError
 
@@ -76,22 +77,21 @@ def load_checkpoint_with_dataset(
 
     Such checkpoints hold weights only; the quantile discretiser is refit on the dataset as the
     released code preprocessed it (``released_compat``: the last step dropped, float64 values;
-    ``data_config`` gives discount, termination_penalty and max_path_length), which reproduces
-    the tokens those checkpoints were trained on.
+    ``data_config`` gives discount, termination_penalty and max_path_length, defaulting to the data
+    stage's), which reproduces the tokens those checkpoints were trained on.
     """
-    from ttrl.data import load_transitions
-    from ttrl.data.preprocess import preprocess
-    from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer
 
     model = TrajectoryTransformer.from_pretrained(checkpoint)
-    trajectories = preprocess(
-        load_transitions(resolve_dataset(dataset, source)),
-        discount=data_config.get("discount", 0.99),
-        termination_penalty=data_config.get("termination_penalty", -100.0),
-        max_path_length=data_config.get("max_path_length", 1000),
+    fitted = load_and_fit(
+        dataset,
+        n_bins=model.config.vocab_size,
+        kind="quantile",
+        source=source,
         released_compat=True,  # HF checkpoints were trained on the released code's tokens
+        **preprocessing_settings(data_config),
     )
+    trajectories = fitted.trajectories
     if trajectories.transition_dim != model.config.transition_dim:
         raise TtrlError(
             f"dataset {dataset!r} has transition dim {trajectories.transition_dim} "
@@ -99,11 +99,8 @@ def load_checkpoint_with_dataset(
             f"checkpoint {checkpoint} expects {model.config.transition_dim} (observation "
             f"{model.config.observation_dim}, action {model.config.action_dim}); pass the dataset it was trained on"
         )
-    discretizer = Discretizer.fit(
-        trajectories.joined, n_bins=model.config.vocab_size, kind="quantile"
-    )
     return PlanningInputs(
-        model=model, discretizer=discretizer, dataset=dataset, source=Path(checkpoint)
+        model=model, discretizer=fitted.discretizer, dataset=dataset, source=Path(checkpoint)
     )
 
 

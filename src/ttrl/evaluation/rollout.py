@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ttrl.data import DatasetSpec
+from ttrl.data.preprocess import DISCOUNT, TERMINATION_PENALTY
 from ttrl.errors import TtrlError
 from ttrl.evaluation.scores import EpisodeResult, aggregate, realised_values
 from ttrl.evaluation.video import VideoRecorder, prefer_headless_rendering, warn_video_disabled
@@ -166,8 +167,8 @@ def evaluate(
     seed: int = 0,
     max_episode_steps: int | None = None,
     video_path: str | Path | None = None,
-    value_discount: float = 0.99,
-    termination_penalty: float = -100.0,
+    value_discount: float = DISCOUNT,
+    termination_penalty: float = TERMINATION_PENALTY,
     env_factory: EnvFactory = make_env,
     progress: bool = True,
     episodes: Sequence[int] | None = None,

@@ -20,6 +20,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ttrl.checkpoint import resume_checkpoint
+from ttrl.data.pipeline import preprocessing_settings
+from ttrl.devices import resolve_device
 from ttrl.errors import TtrlError
 from ttrl.evaluation.config import validate_plan_config
 from ttrl.evaluation.loading import (
@@ -45,8 +48,6 @@ TRAINING_RUNS = ("outputs/train/*/*", "multirun/train/*/*")  # where scripts/tra
 
 def newest_training_run(cwd: str | os.PathLike = ".") -> Path | None:
     """The training run under ``outputs/`` (or ``multirun/``) whose last checkpoint is newest."""
-    from ttrl.training.state import resume_checkpoint
-
     found = []
     for pattern in TRAINING_RUNS:
         for run_dir in Path(cwd).glob(pattern):
@@ -251,8 +252,6 @@ def _run_planning(
     on_checked: Callable[[], None] | None,
     stop: dict[str, int | None],
 ) -> EpisodeResults:
-    from ttrl.training.distributed import resolve_device
-
     inputs = load_inputs(cfg)
     run_planner = inputs.train_config.get("planner")
     if run_planner is None:  # no training run: the plan config's planner section is the setting
@@ -261,6 +260,7 @@ def _run_planning(
         planner_config = planner_config_from(run_planner, planner_overrides)
     device = resolve_device(cfg.get("device", "auto"))
     data = inputs.train_config.get("data") or cfg.get("data") or {}
+    preprocessing = preprocessing_settings(data)  # the value targets' settings, for realised values
     spec = evaluation_spec(inputs.dataset, data.get("source", "auto"))
     n_episodes = int(cfg["n_episodes"])
     settings = evaluation_settings(cfg, inputs, planner_config, device, data)
@@ -313,8 +313,8 @@ def _run_planning(
                 seed=int(cfg["seed"]),
                 max_episode_steps=cfg.get("max_episode_steps"),
                 video_path=video,
-                value_discount=data.get("discount", 0.99),
-                termination_penalty=data.get("termination_penalty", -100.0),
+                value_discount=preprocessing["discount"],
+                termination_penalty=preprocessing["termination_penalty"],
                 progress=bool(cfg.get("progress", True)),
                 episodes=remaining,
                 on_episode_end=store.save,

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ttrl.data.preprocess import value_targets
+from ttrl.data.preprocess import DISCOUNT, TERMINATION_PENALTY, value_targets
 
 
 @dataclass
@@ -64,7 +64,10 @@ def mean_and_standard_error(values: Any) -> tuple[float, float]:
 
 
 def realised_values(
-    rewards: Any, terminated: bool, discount: float = 0.99, termination_penalty: float = -100.0
+    rewards: Any,
+    terminated: bool,
+    discount: float = DISCOUNT,
+    termination_penalty: float = TERMINATION_PENALTY,
 ) -> np.ndarray:
     """What the value token should have predicted at each step: ``sum_{k>=1} γ^(k-1) r_{t+k}``.
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ttrl.evaluation.rollout import EpisodeResults
+from ttrl.naming import config_group
 
 
 def wandb_settings(
@@ -24,8 +25,6 @@ def wandb_settings(
 
     group = pick("group")
     if group is None and train_config.get("env"):
-        from ttrl.training.logger import config_group
-
         group = config_group(dict(train_config))  # the group training derived from its config
     return {
         "project": pick("project", "ttrl"),

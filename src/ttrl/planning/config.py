@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ttrl.data.preprocess import DISCOUNT
 from ttrl.errors import TtrlError
 from ttrl.layout import TransitionLayout
 from ttrl.planning.scorers import available_scorers, build_scorer
@@ -38,7 +39,9 @@ class PlannerConfig:
     plan_freq: int = (
         1  # replan every this many environment steps (in between, follow the last plan)
     )
-    discount: float = 0.99  # discount of the planning objective
+    discount: float = (
+        DISCOUNT  # of the planning objective (a search setting; the data's by default)
+    )
     # the plan scorer by name (ttrl.planning.scorers): "return" (rewards + value), "likelihood"
     # (log-probability: imitation), or one registered with register_scorer
     objective: str = "return"

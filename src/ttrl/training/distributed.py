@@ -1,4 +1,4 @@
-"""Process-group setup for DDP under torchrun (nccl on CUDA, gloo on CPU) and the device choice."""
+"""Process-group setup for DDP under torchrun (nccl on CUDA, gloo on CPU)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ttrl.errors import TtrlError
+# shared with planning; still importable from here
+from ttrl.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,6 @@ def launched_by_torchrun() -> bool:
 def is_main_process() -> bool:
     """True for a single process and for rank 0 under torchrun (read from the environment)."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def resolve_device(choice: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when available; ``cuda`` without a GPU is a user error."""
-    cuda = torch.cuda.is_available()
-    if choice == "cuda" and not cuda:
-        raise TtrlError("device=cuda but no CUDA GPU is visible; use device=cpu or device=auto")
-    if choice == "cpu" or (choice == "auto" and not cuda):
-        return torch.device("cpu")
-    return torch.device("cuda", local_rank)
 
 
 def init_distributed(device_choice: str) -> DistributedContext:

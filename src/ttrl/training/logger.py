@@ -5,16 +5,17 @@ The W&B adapter is small, so a disabled logger costs nothing and imports nothing
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from ttrl.io import atomic_write_text
 
-# Config sections that do not change what is trained, left out of the W&B group name.
-GROUP_EXCLUDED_KEYS = ("seed", "run_dir", "device", "logger", "evaluate")
+# W&B names are shared with evaluation (ttrl.naming); still importable from here
+from ttrl.naming import config_group as config_group
+from ttrl.naming import run_label as run_label
+from ttrl.naming import sanitize_artifact_name
+
 STEP_METRIC = "step"
 METRICS_FILE = "metrics.jsonl"
 
@@ -114,25 +115,6 @@ class RunLogger(NullLogger):
 
     def finish(self) -> None:
         self.wandb.finish()
-
-
-def config_group(config: dict[str, Any]) -> str:
-    """A stable W&B group for runs that differ only in seed: ``<env>-<hash of the rest>``."""
-    rest = {k: v for k, v in config.items() if k not in GROUP_EXCLUDED_KEYS}
-    digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
-    return f"{run_label(config['env']['name'])}-{digest}"
-
-
-def run_label(dataset: str) -> str:
-    """A dataset name as W&B group/run/artifact names allow it (a file's stem for HDF5 paths)."""
-    from ttrl.config import dataset_slug
-
-    return sanitize_artifact_name(dataset_slug(dataset))
-
-
-def sanitize_artifact_name(name: str) -> str:
-    """W&B names allow letters, digits, ``-``, ``_`` and ``.``; dataset ids may hold ``/``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
 def create_logger(

@@ -1,4 +1,8 @@
-"""From a dataset name to training windows: load, preprocess, discretise, tokenise, split by episode."""
+"""From a training config to training windows, and the model's config.
+
+The data stage loads, preprocesses and fits the discretiser (:mod:`ttrl.data.pipeline`, which
+planning uses too); training then tokenises and splits the windows by episode.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ttrl.data.pipeline import FittedData, load_and_fit, load_preprocessed, preprocessing_settings
+from ttrl.data.preprocess import Trajectories
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformerConfig
 
@@ -26,45 +32,44 @@ class TrainingData:
     )  # per transition dim; None when the discretiser is reused
 
 
-def load_trajectories(cfg: Any, released_compat: bool = False) -> Any:
-    """Resolve ``cfg.env.name``, load it and preprocess it into ``Trajectories`` (values, penalty).
+def load_trajectories(cfg: Any, released_compat: bool = False) -> Trajectories:
+    """The rows of ``cfg.env.name`` preprocessed with ``cfg.data`` (see :func:`load_preprocessed`).
 
     ttrl's own training keeps the dataset's last step and float32 rows; ``released_compat=True``
     gives the released code's rows instead (last step dropped, float64), whose quantile edges and
     tokens are the ones checkpoints trained by that code expect (see :mod:`ttrl.data.preprocess`).
     """
-    from ttrl.data import load_transitions, preprocess, resolve_dataset
+    return load_preprocessed(cfg.env.name, released_compat=released_compat, **_preprocessing(cfg))
 
-    data_cfg = cfg.data
-    spec = resolve_dataset(cfg.env.name, source=data_cfg.source)
-    return preprocess(
-        load_transitions(spec),
-        discount=data_cfg.discount,
-        termination_penalty=data_cfg.termination_penalty,
-        max_path_length=data_cfg.max_path_length,
-        released_compat=released_compat,
+
+def fit_data(cfg: Any, discretizer_state: dict | None = None) -> FittedData:
+    """``cfg``'s dataset, preprocessed, with the ``cfg.discretizer`` fitted on it.
+
+    With ``discretizer_state`` (resuming) that discretiser is rebuilt instead, so a resumed run
+    tokenises exactly as before.
+    """
+    return load_and_fit(
+        cfg.env.name,
+        n_bins=cfg.discretizer.n_bins,
+        kind=cfg.discretizer.kind,
+        discretizer_state=discretizer_state,
+        **_preprocessing(cfg),
     )
 
 
-def tokenize(
-    cfg: Any, trajectories: Any, seed: int, discretizer_state: dict | None = None
-) -> TrainingData:
-    """Discretise ``trajectories`` and cut them into train/val token windows.
+def _preprocessing(cfg: Any) -> dict[str, Any]:
+    return {"source": cfg.data.source, **preprocessing_settings(cfg.data)}
 
-    The discretiser is fitted on the preprocessed ``[s, a, r, V]`` rows, or rebuilt from
-    ``discretizer_state`` when resuming (so a resumed run tokenises exactly as before).
-    """
+
+def tokenize(cfg: Any, data: FittedData, seed: int) -> TrainingData:
+    """Cut ``data``'s trajectories into train/val token windows of its discretiser."""
     from ttrl.data import TokenDataset
-    from ttrl.discretization import Discretizer
 
     data_cfg = cfg.data
-    if discretizer_state is None:
-        discretizer = Discretizer.fit(
-            trajectories.joined, n_bins=cfg.discretizer.n_bins, kind=cfg.discretizer.kind
-        )
-        error = np.asarray(discretizer.reconstruction_error(trajectories.joined))
-    else:
-        discretizer, error = Discretizer.from_state_dict(discretizer_state), None
+    trajectories, discretizer = data.trajectories, data.discretizer
+    error = (
+        np.asarray(discretizer.reconstruction_error(trajectories.joined)) if data.fitted else None
+    )
     tokens = TokenDataset.build(
         trajectories,
         discretizer,

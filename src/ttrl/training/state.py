@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ttrl.checkpoint import CHECKPOINT_DIR, LEGACY_SUFFIX, bundle_name
+# checkpoint file names belong to the bundle (ttrl.checkpoint); still importable from here
+from ttrl.checkpoint import checkpoint_path as checkpoint_path
+from ttrl.checkpoint import resume_checkpoint as resume_checkpoint
 from ttrl.errors import TtrlError
 
 # Model-config fields that must match the dataset for a checkpoint to be resumed on it.
@@ -70,18 +72,6 @@ def restore_rng(state: dict[str, Any], sampler: torch.Generator) -> None:
     np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
     sampler.set_state(state["sampler"])
-
-
-def checkpoint_path(run_dir: str | Path, which: str) -> Path:
-    """``<run_dir>/checkpoints/<which>.safetensors``, where training writes ``which``."""
-    return Path(run_dir) / CHECKPOINT_DIR / bundle_name(which)
-
-
-def resume_checkpoint(run_dir: str | Path) -> Path | None:
-    """The ``last`` checkpoint a run in ``run_dir`` resumes from (ttrl 0.1's ``last.pt`` too)."""
-    current = checkpoint_path(run_dir, "last")
-    legacy = current.with_suffix(LEGACY_SUFFIX)
-    return next((p for p in (current, legacy) if p.is_file()), None)
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:

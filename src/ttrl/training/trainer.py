@@ -26,13 +26,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ttrl.checkpoint import CHECKPOINT_DIR, load_bundle, save_bundle
+from ttrl.checkpoint import (
+    CHECKPOINT_DIR,
+    checkpoint_path,
+    load_bundle,
+    resume_checkpoint,
+    save_bundle,
+)
 from ttrl.config import save_hydra_record, validate_train_config
 from ttrl.errors import TtrlError
 from ttrl.io import remove_stale_temp_files
 from ttrl.locking import hold_run_dir
 from ttrl.model import TrajectoryTransformer
 from ttrl.model.pretrained import cpu_state_dict
+from ttrl.naming import run_label
 from ttrl.training.curves import CURVES_FILE, plot_training_curves
 from ttrl.training.distributed import (
     DistributedContext,
@@ -42,23 +49,21 @@ from ttrl.training.distributed import (
     launched_by_torchrun,
     shutdown_distributed,
 )
-from ttrl.training.logger import METRICS_FILE, create_logger, run_label
+from ttrl.training.logger import METRICS_FILE, create_logger
 from ttrl.training.metrics import evaluate
 from ttrl.training.optim import build_optimizer, build_scheduler, schedule_from_epochs
 from ttrl.training.pipeline import (
     TrainingData,
     build_model_config,
     describe_reconstruction_error,
-    load_trajectories,
+    fit_data,
     tokenize,
 )
 from ttrl.training.state import (
     capture_rng,
     check_resumable,
     check_resume_config,
-    checkpoint_path,
     restore_rng,
-    resume_checkpoint,
     seed_everything,
     stream_seeds,
 )
@@ -214,7 +219,10 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.autocast = autocast_context(self.device, tcfg.amp)
 
-        trajectories = load_trajectories(cfg)
+        # a resumed run rebuilds its saved discretiser instead of fitting one
+        saved_discretizer = bundle.get("discretizer") if bundle is not None else None
+        data = fit_data(cfg, discretizer_state=saved_discretizer)
+        trajectories = data.trajectories
         self.model_config = build_model_config(
             cfg.model,
             trajectories.observation_dim,
@@ -224,10 +232,7 @@ class Trainer:
         )
         if bundle is not None:
             check_resumable(bundle, self.model_config.to_dict(), resume_checkpoint(run_dir))
-        saved_discretizer = bundle["discretizer"] if bundle is not None else None
-        self.data: TrainingData = tokenize(
-            cfg, trajectories, seed=cfg.seed, discretizer_state=saved_discretizer
-        )
+        self.data: TrainingData = tokenize(cfg, data, seed=cfg.seed)
 
         dropout_seed, sampling_seed = stream_seeds(cfg.seed, ctx.rank)
         seed_everything(cfg.seed)  # the same initial weights on every rank

@@ -620,7 +620,7 @@ def collect_dataset(
     """Collect ``n_steps`` of ``policy`` for the D4RL-style ``name`` and write ``ttrl/<env>/<level>-v0``.
 
     ``policy="random"`` only makes sense for level ``random``; other levels need a trained behaviour
-    policy passed as ``policy`` (``ttrl.data.recipes`` does that for every level). Returns the folder.
+    policy passed as ``policy`` (``ttrl.making.recipes`` does that for every level). Returns the folder.
     """
     env, level = split_dataset_name(name)
     if level != "random" and isinstance(policy, str):

@@ -17,21 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from ttrl.data.behavior import (
-    POLICIES_DIR,
-    load_policy,
-    policy_info,
-    shipped_policy_path,
-    train_behavior_command,
-)
-from ttrl.data.collect import (
-    check_make_options,
-    check_rollout_space,
-    collect_dataset,
-    collect_episodes,
-    dataset_writer,
-    write_level_dataset,
-)
 from ttrl.data.registry import (
     ENVS,
     minari_dataset_exists,
@@ -40,6 +25,21 @@ from ttrl.data.registry import (
     ttrl_minari_id,
 )
 from ttrl.errors import TtrlError
+from ttrl.making.behavior import (
+    POLICIES_DIR,
+    load_policy,
+    policy_info,
+    shipped_policy_path,
+    train_behavior_command,
+)
+from ttrl.making.collect import (
+    check_make_options,
+    check_rollout_space,
+    collect_dataset,
+    collect_episodes,
+    dataset_writer,
+    write_level_dataset,
+)
 
 MEDIUM_REPLAY_FILE = "medium_replay.npz"
 

@@ -71,7 +71,9 @@ class Trajectories:
 
     @property
     def transition_dim(self) -> int:
-        return self.observation_dim + self.action_dim + 2
+        from ttrl.layout import TransitionLayout  # torch only when asked
+
+        return TransitionLayout(self.observation_dim, self.action_dim).transition_dim
 
     @property
     def n_episodes(self) -> int:

@@ -188,8 +188,12 @@ class CausalSelfAttention(nn.Module):
                 torch.cat([p.weight for p in parts]),
                 torch.cat([p.bias for p in parts]),
             )
-        key = tuple((p.weight._version, p.weight.data_ptr(), p.bias._version) for p in parts)
-        key += (torch.is_inference_mode_enabled(), self.query.weight.dtype)
+        q, k, v = parts
+        key = (
+            q.weight._version, k.weight._version, v.weight._version,
+            q.bias._version, k.bias._version, v.bias._version,
+            q.weight.data_ptr(), torch.is_inference_mode_enabled(),
+        )  # fmt: skip
         if self._fused is None or self._fused[0] != key:
             weight = torch.cat([p.weight for p in parts])
             bias = torch.cat([p.bias for p in parts])
@@ -214,7 +218,8 @@ class CausalSelfAttention(nn.Module):
         dropout_p = self.attn_pdrop if self.training else 0.0
         y, weights = cache.attend(layer, query, key, value, need_weights, dropout_p)
         y = y.transpose(1, 2).reshape(batch, query.shape[2], d)
-        return self.resid_drop(self.proj(y)), weights
+        y = self.proj(y)
+        return (self.resid_drop(y) if self.training else y), weights
 
 
 class Block(nn.Module):
@@ -244,8 +249,9 @@ class Block(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = x + attended
-        x = x + self.drop(self.l2(self.act(self.l1(self.ln2(x)))))
-        return x, weights
+        mlp = self.l2(self.act(self.l1(self.ln2(x))))
+        # dropout is the identity in eval mode; skipping the module call matters when decoding
+        return x + (self.drop(mlp) if self.training else mlp), weights
 
 
 class DimensionHeads(nn.Module):

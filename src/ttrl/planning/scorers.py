@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ttrl.errors import TtrlError
+from ttrl.layout import TransitionLayout
 
 ENTRY_POINT_GROUP = "ttrl.plan_scorers"
 
@@ -54,7 +55,7 @@ class Candidates:
     @property
     def transition_dim(self) -> int:
         """Tokens per transition, ``S + A + 2``."""
-        return self.observation_dim + self.action_dim + 2
+        return TransitionLayout(self.observation_dim, self.action_dim).transition_dim
 
     def step_tokens(self, step: int | None = None) -> Tensor:
         """``[rows, T]``: the tokens of planning step ``step`` (default: the current one)."""

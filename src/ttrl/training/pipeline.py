@@ -14,6 +14,7 @@ import numpy as np
 from ttrl.data.pipeline import FittedData, load_and_fit, load_preprocessed, preprocessing_settings
 from ttrl.data.preprocess import Trajectories
 from ttrl.errors import TtrlError
+from ttrl.layout import TransitionLayout
 from ttrl.model import TrajectoryTransformerConfig
 
 
@@ -112,8 +113,9 @@ def build_model_config(
 
     ``block_size`` defaults to ``sequence_length * T - 1`` (inputs are windows minus their last token).
     """
-    transition_dim = observation_dim + action_dim + 2
-    needed = sequence_length * transition_dim - 1
+    layout = TransitionLayout(observation_dim, action_dim, n_bins)
+    transition_dim = layout.transition_dim
+    needed = layout.block_size(sequence_length)
     block_size = model_cfg.block_size or needed
     if block_size < needed:
         raise TtrlError(

@@ -49,3 +49,26 @@ __all__ = [
     "ttrl_minari_id",
     "write_d4rl_hdf5",
 ]
+
+# Names that moved to the making stage: still importable from here, with a warning naming the new place.
+MOVED_TO_MAKING = {
+    "collect_dataset": "ttrl.making",
+    "collect_episodes": "ttrl.making",
+    "write_level_dataset": "ttrl.making",
+    "write_minari_dataset": "ttrl.making",
+}
+
+
+def __getattr__(name: str):
+    if name in MOVED_TO_MAKING:
+        import importlib
+        import warnings
+
+        new = MOVED_TO_MAKING[name]
+        warnings.warn(
+            f"ttrl.data.{name} moved to {new}.{name}; import it from there",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(importlib.import_module(new), name)
+    raise AttributeError(f"module 'ttrl.data' has no attribute {name!r}")

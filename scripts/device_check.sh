@@ -21,7 +21,8 @@ QUICK=${QUICK:-0}
 OUT_DIR=${OUT_DIR:-${OUT:-outputs/device_check}}
 OUT_DIR=$(mkdir -p "$OUT_DIR" && cd "$OUT_DIR" && pwd)
 
-if compgen -G ".whl/*.whl" >/dev/null; then
+# carried wheels only where the dependencies are missing (a bare GPU image), never over a venv's
+if ! $PY -c "import gymnasium, mujoco, minari, hydra" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/ttrl-site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/ttrl-site
@@ -33,11 +34,11 @@ export PYTHONUNBUFFERED=1
 if [ "$QUICK" = 1 ]; then  # tiny sizes: checks the plumbing, measures nothing
     TRAIN_BENCH=(--env hopper --batch-size 8 --steps 2 --warmup 1)
     PLAN_BENCH=(--env hopper --horizon 2 --beam-width 4 --n-envs 2 --decisions 1)
-    DATA_STEPS=2000 TRAIN_STEPS=20 EPISODE_STEPS=5 MODEL=tiny
+    DATA_STEPS=2000 TRAIN_STEPS=20 EPISODE_STEPS=5 MODEL=tiny LOG_INTERVAL=5
 else
     TRAIN_BENCH=(--env halfcheetah --batch-size 256 --steps 30 --warmup 5)
     PLAN_BENCH=(--env halfcheetah --horizon 5 --beam-width 32 --n-envs 25 --decisions 5)
-    DATA_STEPS=100000 TRAIN_STEPS=3000 EPISODE_STEPS=1000 MODEL=demo
+    DATA_STEPS=100000 TRAIN_STEPS=3000 EPISODE_STEPS=1000 MODEL=demo LOG_INTERVAL=100
 fi
 GPU_FLAGS=()
 [ "$DEVICE" = cuda ] && GPU_FLAGS=(--bf16 --compile)
@@ -63,7 +64,7 @@ step make_dataset 60 $PY scripts/make_dataset.py env=halfcheetah-random n_steps=
     overwrite=true progress=false
 step train_and_plan 240 $PY scripts/train.py env=halfcheetah-random model="$MODEL" logger=disabled \
     device="$DEVICE" run_dir="$OUT_DIR/run" data.sequence_length=4 trainer.max_steps="$TRAIN_STEPS" \
-    trainer.batch_size=64 trainer.eval_interval=500 trainer.progress=false \
+    trainer.batch_size=64 trainer.eval_interval=500 trainer.log_interval="$LOG_INTERVAL" trainer.progress=false \
     planner.horizon=5 planner.beam_width=32 planner.context_transitions=3 planner.window_transitions=4 \
     evaluate.n_episodes=1 evaluate.max_episode_steps="$EPISODE_STEPS" evaluate.name=device_check
 

@@ -14,9 +14,8 @@ import os
 import shlex
 import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from ttrl.evaluation.rollout import EpisodeResults, evaluate
 from ttrl.evaluation.store import EpisodeStore
 from ttrl.evaluation.wandb_logging import log_to_wandb, wandb_settings
 from ttrl.locking import hold_plan_dir
+from ttrl.signals import recorded_stop_signals, stop_exit_code
 
 VIDEO_FILE = "episode0.mp4"
 PLAN_SUBDIR = "plan"  # evaluations of a training run live in <run_dir>/plan/<name>/
@@ -137,34 +137,12 @@ def load_inputs(cfg: Mapping[str, Any]) -> PlanningInputs:
     )
 
 
-def stopped_exit_code(signum: int) -> int:
-    """Exit status after a stop signal: ``128 + signum`` (143 for SIGTERM, 130 for Ctrl-C)."""
-    return 128 + signum
+stopped_exit_code = stop_exit_code  # the name scripts/plan.py uses
 
 
-@contextmanager
-def stop_requests() -> Iterator[dict[str, int | None]]:
-    """Record SIGTERM/SIGINT in ``state["signum"]`` so the rollout can stop after its step.
-
-    A second SIGINT raises KeyboardInterrupt at once (the user insists). Outside the main thread,
-    where handlers cannot be installed, nothing changes.
-    """
-    state: dict[str, int | None] = {"signum": None}
-
-    def record(signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and state["signum"] is not None:
-            raise KeyboardInterrupt
-        state["signum"] = state["signum"] or signum
-
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
-    try:
-        yield state
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def stop_requests() -> AbstractContextManager[dict[str, int | None]]:
+    """Record SIGTERM/SIGINT in ``state["signum"]`` so the rollout can stop after its step."""
+    return recorded_stop_signals(STOP_SIGNALS)
 
 
 def resume_command(argv: Sequence[str], name: str, run_dir: str | None = None) -> str:

@@ -14,11 +14,10 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -40,6 +39,7 @@ from ttrl.locking import hold_run_dir
 from ttrl.model import TrajectoryTransformer
 from ttrl.model.pretrained import cpu_state_dict
 from ttrl.naming import run_label
+from ttrl.signals import recorded_stop_signals, stop_exit_code
 from ttrl.training.curves import CURVES_FILE, plot_training_curves
 from ttrl.training.distributed import (
     DistributedContext,
@@ -78,9 +78,7 @@ DDP_STOP_CHECK_STEPS = 10  # under DDP, ranks agree on a stop signal / time limi
 PAPER_SAMPLES = 1e6  # n_epochs = 1e6 / n_windows * n_epochs_ref
 
 
-def preempted_exit_code(signum: int) -> int:
-    """Exit status after a stop signal: ``128 + signum`` (143 for SIGTERM), as a killed job would."""
-    return 128 + signum
+preempted_exit_code = stop_exit_code  # 128 + signum, as a killed job would report
 
 
 def hand_over_stop_signal(signum: int) -> NoReturn:
@@ -109,34 +107,12 @@ def run_dir_from_hydra(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-@contextmanager
-def stop_signals() -> Iterator[dict[str, int | None]]:
-    """Record the stop signals in ``state["signum"]`` instead of dying, so the step can finish.
-
-    A second SIGINT while the first is pending raises KeyboardInterrupt (the user insists).
-    """
-    state: dict[str, int | None] = {"signum": None}
-
-    def record(signum: int, frame: Any) -> None:
-        if signum == signal.SIGINT and state["signum"] == signal.SIGINT:
-            raise KeyboardInterrupt
-        state["signum"] = signum
-        if signum == signal.SIGINT:
-            print(
-                "\ninterrupted: saving the checkpoint (Ctrl-C again to stop at once)",
-                file=sys.stderr,
-            )
-
-    # Handlers can only be installed from the main thread; elsewhere keep the defaults.
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-    previous = {sig: signal.signal(sig, record) for sig in STOP_SIGNALS}
-    try:
-        yield state
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def stop_signals() -> AbstractContextManager[dict[str, int | None]]:
+    """Record the stop signals in ``state["signum"]`` instead of dying, so the step can finish."""
+    return recorded_stop_signals(
+        STOP_SIGNALS,
+        on_interrupt="interrupted: saving the checkpoint (Ctrl-C again to stop at once)",
+    )
 
 
 def step_budget(cfg: DictConfig, n_windows: int, global_batch: int) -> tuple[int, float]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import math
 import os
 import pickle
@@ -425,14 +426,32 @@ def _run_in_child(fn: Callable[[], None]) -> None:
             else f"status {os.waitstatus_to_exitcode(status)}"
         )
         raise WriterCrashed(f"the dataset writer process (pid {pid}) died from {how}")
-    error, summary = pickle.loads(payload)
+    error, summary = _load_child_report(payload)
     if error is None and summary is None:
         return
     try:
-        error = pickle.loads(error)
+        error = _load_child_report(error)
     except Exception:  # an exception class that cannot be rebuilt here
         error = RuntimeError(summary)
     raise error
+
+
+class _ChildReportUnpickler(pickle.Unpickler):
+    """Rebuilds plain values and exception classes this process has imported already, nothing else.
+
+    The writer child's report comes through a pipe from our own fork, not from a file; even so it is
+    never allowed to import a module or call anything but an exception class.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        found = getattr(sys.modules.get(module), name, None)  # no import
+        if isinstance(found, type) and issubclass(found, BaseException):
+            return found
+        raise pickle.UnpicklingError(f"{module}.{name} is not an exception class")
+
+
+def _load_child_report(payload: bytes) -> Any:
+    return _ChildReportUnpickler(io.BytesIO(payload)).load()
 
 
 def _child_run(fn: Callable[[], None]) -> bytes:

@@ -193,7 +193,10 @@ def is_torch_pickle(file: Path) -> bool:
 
 def _numpy_reconstruct() -> list[Any]:
     """numpy's array-unpickling function under the names numpy 1 and numpy 2 pickle it by."""
-    from numpy._core.multiarray import _reconstruct
+    try:
+        from numpy._core.multiarray import _reconstruct  # numpy >= 2
+    except ImportError:  # numpy 1.x, which pyproject allows
+        from numpy.core.multiarray import _reconstruct
 
     return [
         (_reconstruct, f"{module}.multiarray._reconstruct")

@@ -32,7 +32,7 @@ def main(cfg: DictConfig) -> None:
 
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
-    config = choose_run_dir(OmegaConf.to_container(cfg, resolve=True))
+    config = choose_run_dir(OmegaConf.to_container(cfg, resolve=True), out_dir)
     overrides = command_line_planner_overrides(config, hydra_cfg.overrides.task)
     results = run_planning(
         config,

@@ -70,19 +70,23 @@ def plan_output_dir(run_dir: str | None, checkpoint: str | None, name: str) -> s
     return f"{root}/{PLAN_SUBDIR}/{name}"
 
 
-def choose_run_dir(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` with ``run_dir`` set to the newest training run when nothing to plan was named."""
+def choose_run_dir(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+    """``cfg`` with ``run_dir`` set to the newest training run when nothing to plan was named.
+
+    That run was found once, when Hydra resolved the output folder (:func:`plan_output_dir`),
+    and the folder ``<run_dir>/plan/<name>`` names it.
+    """
     if cfg.get("run_dir") or cfg.get("checkpoint"):
         return cfg
-    newest = newest_training_run()
-    if newest is None:
+    run_dir = Path(os.path.relpath(Path(out_dir).parent.parent))
+    if resume_checkpoint(run_dir) is None:
         raise TtrlError(
             "nothing to plan with: no training run under outputs/train/ or multirun/train/; train "
             "one with `python scripts/train.py`, or pass run_dir=<training run dir> or "
             "checkpoint=<HuggingFace dir> env=<dataset>"
         )
-    print(f"planning the newest training run, {newest} (pass run_dir=<dir> for another)")
-    return {**cfg, "run_dir": str(newest)}
+    print(f"planning the newest training run, {run_dir} (pass run_dir=<dir> for another)")
+    return {**cfg, "run_dir": str(run_dir)}
 
 
 def register_resolvers() -> None:

@@ -1,0 +1,42 @@
+"""baselines stage: small models trained on the same transitions as the transformer.
+
+- :mod:`~ttrl.baselines.ensemble`: a PETS probabilistic ensemble of Gaussian MLPs (dynamics and
+  reward), for prediction and planning comparisons.
+- :mod:`~ttrl.baselines.bc`: behaviour cloning (CORL's BC), the offline-RL policy baseline.
+- :mod:`~ttrl.baselines.mlp`: what they share: MLP builder, normaliser, minibatch loop and
+  one-bundle save/load.
+"""
+
+from ttrl.baselines.bc import BCConfig, BCPolicy, train_bc
+from ttrl.baselines.ensemble import (
+    EnsembleConfig,
+    GaussianEnsemble,
+    GaussianPrediction,
+    gaussian_log_density,
+    train_ensemble,
+)
+from ttrl.baselines.mlp import (
+    BaselineModule,
+    Normalizer,
+    fit_minibatches,
+    load_module,
+    mlp,
+    save_module,
+)
+
+__all__ = [
+    "BCConfig",
+    "BCPolicy",
+    "BaselineModule",
+    "EnsembleConfig",
+    "GaussianEnsemble",
+    "GaussianPrediction",
+    "Normalizer",
+    "fit_minibatches",
+    "gaussian_log_density",
+    "load_module",
+    "mlp",
+    "save_module",
+    "train_bc",
+    "train_ensemble",
+]

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ttrl.data import DatasetSpec
 from ttrl.data.preprocess import DISCOUNT, TERMINATION_PENALTY
 from ttrl.errors import TtrlError
+from ttrl.evaluation.camera import tracking_render_kwargs
 from ttrl.evaluation.scores import EpisodeResult, aggregate, realised_values
 from ttrl.evaluation.video import VideoRecorder, prefer_headless_rendering, warn_video_disabled
 
@@ -50,7 +51,9 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = F
     if render:
         prefer_headless_rendering()
         try:
-            return gym.make(env_id, render_mode="rgb_array", **kwargs)
+            return gym.make(
+                env_id, render_mode="rgb_array", **kwargs, **tracking_render_kwargs(env_id)
+            )
         except gym.error.Error as err:
             raise TtrlError(f"cannot make environment {env_id!r}: {err}") from err
         except Exception as err:  # no usable OpenGL: plan without a video

@@ -57,6 +57,9 @@ class DataConfig:
     max_path_length: int = MAX_PATH_LENGTH  # episodes are padded to this length (1000)
     sequence_length: int = 10  # transitions per training window
     val_fraction: float = 0.05  # share of episodes held out for validation (0 = none)
+    # observation dims replaced by one fixed token in every window (the partially observed
+    # prediction ablation, ttrl.data.masking); 0 = none
+    hidden_observation_fraction: float = 0.0
 
 
 @dataclass

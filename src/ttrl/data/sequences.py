@@ -21,11 +21,12 @@ halfcheetah steps); sampling gathers windows by index arithmetic on whatever dev
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
+from ttrl.data.masking import mask_hidden_observations
 from ttrl.data.preprocess import MAX_PATH_LENGTH, Trajectories
 from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
@@ -74,8 +75,12 @@ class TokenDataset:
         discretizer: Discretizer,
         sequence_length: int = 10,
         max_path_length: int = MAX_PATH_LENGTH,
+        hidden_observation_dims: Sequence[int] = (),
     ) -> TokenDataset:
         """Tokenise ``trajectories`` with ``discretizer`` and index every window.
+
+        ``hidden_observation_dims`` hold :data:`~ttrl.data.masking.HIDDEN_TOKEN` in every real row
+        (the partially observed ablation; see :mod:`ttrl.data.masking`).
 
         Raises:
             TtrlError: mismatched dims, episodes longer than ``max_path_length``, or no window fits.
@@ -103,6 +108,9 @@ class TokenDataset:
         tokens = _padded_tokens(trajectories, discretizer, token_starts, int(stored.sum()))
         position = _positions_within(stored)
         episode_of_row = np.repeat(np.arange(len(lengths)), stored)
+        if len(hidden_observation_dims):
+            real = position < lengths[episode_of_row]  # padding keeps its stop tokens
+            tokens[real] = mask_hidden_observations(tokens[real], hidden_observation_dims)
         row_in_loss = (position < max_path_length) & (
             (position < lengths[episode_of_row]) | trajectories.terminated[episode_of_row]
         )
@@ -185,6 +193,12 @@ class TokenDataset:
 
         Both parts share the token storage; only the window index is divided.
         """
+        held_out = self.validation_episodes(val_fraction, seed)
+        is_val = torch.isin(self.window_episodes, held_out.to(self.device))
+        return self._subset(~is_val), self._subset(is_val)
+
+    def validation_episodes(self, val_fraction: float, seed: int = 0) -> torch.Tensor:
+        """The episodes :meth:`split` holds out (ids into the trajectories' episodes), sorted."""
         if not 0.0 <= val_fraction < 1.0:
             raise TtrlError(f"val_fraction must be in [0, 1), got {val_fraction}")
         episodes = torch.unique(self.window_episodes).cpu()
@@ -195,8 +209,7 @@ class TokenDataset:
                 f"lower it or use more data"
             )
         order = torch.randperm(len(episodes), generator=torch.Generator().manual_seed(seed))
-        is_val = torch.isin(self.window_episodes, episodes[order[:n_val]].to(self.device))
-        return self._subset(~is_val), self._subset(is_val)
+        return episodes[order[:n_val]].sort().values
 
     def _subset(self, keep: torch.Tensor) -> TokenDataset:
         return TokenDataset(

@@ -63,18 +63,26 @@ def plan_output_dir(run_dir: str | None, checkpoint: str | None, name: str) -> s
     With neither ``run_dir`` nor ``checkpoint``, the newest training run's. A mistyped run dir is
     reported as missing instead of being created by Hydra.
     """
+    return run_output_dir(run_dir, checkpoint, name, PLAN_SUBDIR)
+
+
+def run_output_dir(run_dir: str | None, checkpoint: str | None, name: str, subdir: str) -> str:
+    """``<run_dir>/<subdir>/<name>`` (the newest training run's when neither is named), else
+    ``outputs/<subdir>/<name>``."""
     if not run_dir and not checkpoint:
         newest = newest_training_run()
         run_dir = str(newest) if newest is not None else None
     root = run_dir if run_dir and Path(run_dir).is_dir() else "outputs"
-    return f"{root}/{PLAN_SUBDIR}/{name}"
+    return f"{root}/{subdir}/{name}"
 
 
-def choose_run_dir(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str, Any]:
+def choose_run_dir(
+    cfg: dict[str, Any], out_dir: str | os.PathLike, doing: str = "planning"
+) -> dict[str, Any]:
     """``cfg`` with ``run_dir`` set to the newest training run when nothing to plan was named.
 
-    That run was found once, when Hydra resolved the output folder (:func:`plan_output_dir`),
-    and the folder ``<run_dir>/plan/<name>`` names it.
+    That run was found once, when Hydra resolved the output folder (:func:`run_output_dir`),
+    and the folder ``<run_dir>/<subdir>/<name>`` names it.
     """
     if cfg.get("run_dir") or cfg.get("checkpoint"):
         return cfg
@@ -85,7 +93,7 @@ def choose_run_dir(cfg: dict[str, Any], out_dir: str | os.PathLike) -> dict[str,
             "one with `python scripts/train.py`, or pass run_dir=<training run dir> or "
             "checkpoint=<HuggingFace dir> env=<dataset>"
         )
-    print(f"planning the newest training run, {run_dir} (pass run_dir=<dir> for another)")
+    print(f"{doing} the newest training run, {run_dir} (pass run_dir=<dir> for another)")
     return {**cfg, "run_dir": str(run_dir)}
 
 
@@ -124,6 +132,13 @@ def load_inputs(cfg: Mapping[str, Any]) -> PlanningInputs:
         )
     if run_dir:
         inputs = load_run(run_dir, which=cfg.get("which", "last"))
+        hidden = ((inputs.train_config.get("data") or {}).get("hidden_observation_fraction")) or 0
+        if hidden > 0:
+            raise TtrlError(
+                f"run {run_dir} was trained with data.hidden_observation_fraction={hidden} (some "
+                f"observation dims hidden) for the prediction ablation; it cannot act in the env: "
+                f"evaluate it with scripts/predict.py"
+            )
         if env:  # evaluating a model on another dataset's env is allowed, if the sizes fit
             inputs.dataset = env
         return inputs

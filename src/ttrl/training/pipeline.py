@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ttrl.data.masking import hidden_observation_dims
 from ttrl.data.pipeline import FittedData, load_and_fit, load_preprocessed, preprocessing_settings
 from ttrl.data.preprocess import Trajectories
 from ttrl.errors import TtrlError
@@ -76,6 +77,9 @@ def tokenize(cfg: Any, data: FittedData, seed: int) -> TrainingData:
         discretizer,
         sequence_length=data_cfg.sequence_length,
         max_path_length=data_cfg.max_path_length,
+        hidden_observation_dims=hidden_observation_dims(
+            trajectories.observation_dim, data_cfg.hidden_observation_fraction
+        ),
     )
     if len(tokens) == 0:
         raise TtrlError(

@@ -22,6 +22,9 @@ from ttrl.errors import TtrlError
 DATA_DIM_FIELDS = ("observation_dim", "action_dim", "transition_dim", "vocab_size", "block_size")
 # Settings that give a checkpoint's weights, tokens and optimiser state their meaning: a resumed run
 # must keep them (the budget, intervals, logging, device and evaluation may change).
+# Fixed settings newer than some saved runs, with the value those runs had in effect.
+ADDED_SETTINGS = {"data.hidden_observation_fraction": 0.0}
+
 FIXED_ON_RESUME = (
     "env.name",
     "data",
@@ -91,6 +94,8 @@ def changed_fixed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[s
     def fixed(key: str) -> bool:
         return any(key == f or key.startswith(f + ".") for f in FIXED_ON_RESUME)
 
+    # settings added since a run was saved count as their default there
+    before = {**{k: v for k, v in ADDED_SETTINGS.items() if k in after}, **before}
     keys = sorted(k for k in before.keys() | after.keys() if fixed(k))
     return [
         f"{k} {before.get(k, '<unset>')!r} -> {after.get(k, '<unset>')!r}"

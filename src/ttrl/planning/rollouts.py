@@ -57,9 +57,10 @@ class Rollout:
     next states ``s_1 .. s_n`` decoded to bin midpoints (NaN after a stop token); ``actions``,
     ``rewards``, ``values`` likewise. ``log_probs [rows, n, T]``: row ``t`` holds the
     log-probabilities, under the model's unfiltered distributions, of ``a_t, r_t, V_t`` (their dims)
-    and of ``s_{t+1}`` (the observation dims); ``probs`` (with ``keep_probs``) the whole
-    distributions ``[rows, n, T, N + 1]`` in the same places. Given actions get the model's
-    probability of the given token.
+    and of ``s_{t+1}`` (the observation dims); ``distribution_log_probs`` (with ``keep_probs``)
+    the whole distributions' log-probabilities ``[rows, n, T, N + 1]`` in the same places (kept in
+    log space: a confident model's small probabilities underflow float32), ``probs`` the same as
+    probabilities. Given actions get the model's probability of the given token.
     """
 
     tokens: Tensor
@@ -69,7 +70,13 @@ class Rollout:
     rewards: Tensor
     values: Tensor
     log_probs: Tensor
-    probs: Tensor | None = None
+    distribution_log_probs: Tensor | None = None
+
+    @property
+    def probs(self) -> Tensor | None:
+        """``[rows, n, T, N + 1]`` the distributions (with ``keep_probs``), else None."""
+        kept = self.distribution_log_probs
+        return None if kept is None else kept.exp()
 
 
 def sample_rollout(
@@ -136,18 +143,17 @@ def sample_rollout(
                     logits = view.next_logits(sequences, position, row_env)
                     if given is not None and layout.action.start <= dim < layout.action.stop:
                         token = given[:, t, dim - S]
-                        probs = logits.float().softmax(-1)
                     else:
-                        token, probs = sample_tokens(
+                        token, _ = sample_tokens(
                             logits, filters[dim].top_k, filters[dim].cdf, generator=generator
                         )
-                        probs = probs.float()
+                    distribution = logits.float().log_softmax(-1)  # unfiltered, temperature 1
                     sequences[:, position] = token
                     position += 1
                     # row t holds a_t, r_t, V_t in their dims and s_{t+1} in the s dims
-                    log_probs[:, t, dim] = probs.gather(-1, token[:, None]).squeeze(-1).log()
+                    log_probs[:, t, dim] = distribution.gather(-1, token[:, None]).squeeze(-1)
                     if kept is not None:
-                        kept[:, t, dim] = probs
+                        kept[:, t, dim] = distribution
     finally:
         model.train(was_training)
     return _decoded(sequences, length - S, n_transitions, layout, discretizer, log_probs, kept)
@@ -185,7 +191,7 @@ def _decoded(
     layout: TransitionLayout,
     discretizer: object,
     log_probs: Tensor,
-    probs: Tensor | None,
+    distribution_log_probs: Tensor | None,
 ) -> Rollout:
     """Split the sampled sequences into transitions and decode them to bin midpoints."""
     S, T = layout.observation_dim, layout.transition_dim
@@ -201,5 +207,5 @@ def _decoded(
         rewards=torch.as_tensor(decode(tokens[:, :, layout.reward_dim], dims=layout.reward_dim)),
         values=torch.as_tensor(decode(tokens[:, :, layout.value_dim], dims=layout.value_dim)),
         log_probs=log_probs,
-        probs=probs,
+        distribution_log_probs=distribution_log_probs,
     )

@@ -1,0 +1,96 @@
+"""Log-likelihood and RMSE against the horizon, for one or several ``predictions.json``.
+
+python -m ttrl.prediction.plots out.png full=<dir>/predictions.json markovian=<dir2>/predictions.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttrl.plotting import pyplot, save_png
+
+PANELS = (
+    ("log_likelihood", "log-likelihood of the true state"),
+    ("rmse", "RMSE of the mean state"),
+)
+
+
+def plot_prediction_curves(
+    results: Sequence[tuple[str | None, Mapping[str, Any]]], path: str | os.PathLike
+) -> Path:
+    """Every model of every labelled results document on two panels (mean ± standard error over
+    start points); the discrete oracle of the first document is drawn dashed."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    oracle_drawn = False
+    for label, document in results:
+        for name, model in document["models"].items():
+            per_step = model["per_step"]
+            legend = name if label is None else f"{label}: {name}"
+            for ax, (key, _) in zip(axes, PANELS, strict=True):
+                _curve(ax, per_step[f"{key}_mean"], per_step[f"{key}_se"], legend)
+            if "moment_matched_log_likelihood_mean" in per_step:
+                _curve(
+                    axes[0],
+                    per_step["moment_matched_log_likelihood_mean"],
+                    per_step["moment_matched_log_likelihood_se"],
+                    f"{legend} (moment-matched)",
+                    linestyle=":",
+                )
+            if "oracle_log_likelihood_mean" in per_step and not oracle_drawn:
+                oracle = np.array(per_step["oracle_log_likelihood_mean"], dtype=float)
+                axes[0].plot(
+                    np.arange(1, len(oracle) + 1), oracle, "k--", lw=1, label="discrete oracle"
+                )
+                oracle_drawn = True
+    first = results[0][1]
+    for ax, (_, title) in zip(axes, PANELS, strict=True):
+        ax.set_xlabel("horizon step")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("nats (summed over state dims), symlog")
+    axes[0].set_yscale("symlog", linthresh=100.0)  # a Gaussian far from the truth scores -1e5
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"{first['dataset']}: open-loop predictions from {first['n_starts']} start points, "
+        f"actions={first['settings']['actions']}",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def _curve(
+    ax: Any,
+    mean: Sequence[float | None],
+    se: Sequence[float | None],
+    label: str,
+    linestyle: str = "-",
+) -> None:
+    mean = np.array([np.nan if v is None else v for v in mean], dtype=float)
+    se = np.array([np.nan if v is None else v for v in se], dtype=float)
+    steps = np.arange(1, len(mean) + 1)
+    (line,) = ax.plot(steps, mean, linestyle, label=label)
+    ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2)
+
+
+def main(argv: Sequence[str]) -> None:
+    """``out.png label=predictions.json ...``: several prediction runs on one figure."""
+    if len(argv) < 2:
+        sys.exit("usage: python -m ttrl.prediction.plots out.png label=predictions.json ...")
+    documents = []
+    for item in argv[1:]:
+        label, _, file = item.rpartition("=")
+        documents.append((label or None, json.loads(Path(file).read_text())))
+    print(plot_prediction_curves(documents, argv[0]))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,64 @@ def ensure_dataset(name: str, n_steps: int, seed: int) -> dict[str, Any]:
     return level_dataset_summary(name)
 
 
+def estimate_demo_minutes(cfg: DictConfig, train_steps: int = 6, decisions: int = 2) -> dict:
+    """Minutes the demo's training and planning will take on this machine, from a few timed
+    steps of each on a random model of the same sizes (their cost does not depend on weights)."""
+    import torch
+
+    from ttrl.data.registry import ENVS, split_dataset_name
+    from ttrl.evaluation.loading import planner_config_from
+    from ttrl.model import TrajectoryTransformer
+    from ttrl.model.bench import make_train_step, random_batch
+    from ttrl.planning import BeamPlanner
+    from ttrl.planning.bench import random_discretizer_and_prefix
+    from ttrl.planning.bench_worker import time_plan_calls
+    from ttrl.training.pipeline import build_model_config
+
+    threads = cfg.trainer.get("num_threads")
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        info = ENVS[split_dataset_name(cfg.env.name)[0]]
+        S, A = info.observation_dim, info.action_dim
+        config = build_model_config(
+            cfg.model, S, A, cfg.discretizer.n_bins, cfg.data.sequence_length
+        )
+        model = TrajectoryTransformer(config)
+        step = make_train_step(
+            model, model, random_batch(config, cfg.trainer.batch_size, torch.device("cpu"), 0), False
+        )
+        step()  # the optimiser's first step allocates its state
+        started = time.perf_counter()
+        for _ in range(train_steps):
+            step()
+        seconds_per_step = (time.perf_counter() - started) / train_steps
+        model.eval()
+        planner_cfg = planner_config_from(OmegaConf.to_container(cfg.planner, resolve=True))
+        n_envs = max(int(cfg.evaluate.n_episodes), 1)
+        discretizer, prefix = random_discretizer_and_prefix(
+            config, planner_cfg.context_transitions, n_envs
+        )
+        planner = BeamPlanner(model, discretizer, planner_cfg)
+        time_plan_calls(planner, prefix, 1, 0)  # warm-up
+        ms = time_plan_calls(planner, prefix, decisions, 1)["wall_ms"]
+    finally:
+        torch.set_num_threads(previous)
+    episode_steps = cfg.evaluate.max_episode_steps or 1000
+    training = seconds_per_step * cfg.trainer.max_steps / 60
+    planning = (sum(ms) / len(ms) / 1000) * episode_steps / 60 if cfg.evaluate.n_episodes else 0.0
+    return {"training_min": training, "planning_min": planning, "total_min": training + planning}
+
+
 def run_demo(cfg: DictConfig, run_dir: Path, dataset_steps: int = DEMO_DATASET_STEPS) -> dict:
     """Dataset, training, planning; writes ``<run_dir>/demo.json`` and returns its content."""
     from ttrl.evaluation import evaluate_training_run
     from ttrl.training import train
 
     dataset = ensure_dataset(cfg.env.name, dataset_steps, cfg.seed)
+    estimate = estimate_demo_minutes(cfg)
+    print(describe_estimate(estimate, cfg))
     metrics = train(cfg, run_dir)
     results = evaluate_training_run(
         OmegaConf.to_container(cfg, resolve=True), run_dir, step=metrics["step"]
@@ -58,10 +111,24 @@ def run_demo(cfg: DictConfig, run_dir: Path, dataset_steps: int = DEMO_DATASET_S
         "dataset": dataset,
         "training": {"steps": metrics["step"], "val_loss": metrics.get("val/loss")},
         "planner": aggregates,
+        "estimate_s": {k.replace("_min", "_s"): round(60 * v, 2) for k, v in estimate.items()},
         "run_dir": str(run_dir),
     }
     atomic_write_json(run_dir / "demo.json", summary)
     return summary
+
+
+def describe_estimate(estimate: dict, cfg: DictConfig) -> str:
+    """The line printed before training: how long the demo will take here, and until when."""
+    import datetime
+
+    done = datetime.datetime.now() + datetime.timedelta(minutes=estimate["total_min"])
+    return (
+        f"estimate: about {estimate['total_min']:.0f} min on this machine, done around "
+        f"{done:%H:%M} (training {estimate['training_min']:.1f} min for {cfg.trainer.max_steps} "
+        f"steps, planning {estimate['planning_min']:.1f} min for {cfg.evaluate.n_episodes} "
+        f"episodes together; timed on a few steps of each, so a busier machine takes longer)"
+    )
 
 
 def describe(summary: dict) -> str:

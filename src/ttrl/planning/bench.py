@@ -42,7 +42,6 @@ def build_random_planner_inputs(
     """A random model, a discretiser fit on random data and ``n_envs`` prefixes of ``context``
     transitions each (one row per environment)."""
     from ttrl.data.registry import ENVS
-    from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 
     if env not in ENVS:
@@ -57,6 +56,18 @@ def build_random_planner_inputs(
         observation_dim=S, action_dim=A, transition_dim=T, block_size=training_transitions * T - 1
     )
     model = TrajectoryTransformer(config).eval()
+    discretizer, prefix = random_discretizer_and_prefix(config, context, n_envs, seed)
+    return model, discretizer, prefix
+
+
+def random_discretizer_and_prefix(
+    config: Any, context: int, n_envs: int = 1, seed: int = 0
+) -> tuple[Any, torch.Tensor]:
+    """A discretiser fit on random rows of ``config``'s sizes and ``n_envs`` random prefixes of
+    ``context`` transitions each (a planner's cost depends on their sizes, not their values)."""
+    from ttrl.discretization import Discretizer
+
+    S, A, T = config.observation_dim, config.action_dim, config.transition_dim
     rng = np.random.default_rng(seed)
     discretizer = Discretizer.fit(rng.normal(size=(10_000, T)), n_bins=config.vocab_size)
     planning_context = PlanningContext(
@@ -71,7 +82,7 @@ def build_random_planner_inputs(
             rng.normal(size=n_envs),
             rng.normal(size=(n_envs, S)),
         )
-    return model, discretizer, planning_context.prefix()
+    return discretizer, planning_context.prefix()
 
 
 def time_decisions(

@@ -47,4 +47,6 @@ def test_demo_makes_its_dataset_trains_plans_and_compares(tmp_path):
     assert "estimate: about" in done.stdout and "for 3 steps" in done.stdout
     estimate = summary["estimate_s"]
     assert estimate["training_s"] > 0 and estimate["planning_s"] > 0
-    assert estimate["total_s"] == pytest.approx(estimate["training_s"] + estimate["planning_s"], abs=0.02)
+    assert estimate["total_s"] == pytest.approx(
+        estimate["training_s"] + estimate["planning_s"], abs=0.02
+    )

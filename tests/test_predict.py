@@ -165,7 +165,9 @@ def test_ensemble_particles_follow_their_member_and_the_data_actions():
     assert torch.allclose(scores.example, truth, atol=0.02)
     # step 1 has no accumulated noise: each dim's mixture is half std 1e-3, half std 2e-3 at 0
     density = 0.5 * (1 / 1e-3 + 1 / 2e-3) / math.sqrt(2 * math.pi)
-    assert scores.log_likelihood[:, 0].numpy() == pytest.approx([2 * math.log(density)] * n, rel=1e-3)
+    assert scores.log_likelihood[:, 0].numpy() == pytest.approx(
+        [2 * math.log(density)] * n, rel=1e-3
+    )
 
 
 # ------------------------------------------------------------------------------- start points

@@ -66,7 +66,10 @@ def estimate_demo_minutes(cfg: DictConfig, train_steps: int = 6, decisions: int 
         )
         model = TrajectoryTransformer(config)
         step = make_train_step(
-            model, model, random_batch(config, cfg.trainer.batch_size, torch.device("cpu"), 0), False
+            model,
+            model,
+            random_batch(config, cfg.trainer.batch_size, torch.device("cpu"), 0),
+            False,
         )
         step()  # the optimiser's first step allocates its state
         started = time.perf_counter()

@@ -1,0 +1,66 @@
+"""The CPU-scale experiments (configs/experiment/cpu/) and their sweep compose, validate and run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from ttrl.config import compose_config, validate_train_config
+from ttrl.evaluation import evaluate_training_run
+from ttrl.training import train
+
+REPO = Path(__file__).resolve().parents[1]
+CPU_EXPERIMENTS = sorted(
+    p.stem for p in (REPO / "configs" / "experiment" / "cpu").glob("*.yaml") if p.stem != "base"
+)
+
+
+def test_the_sweep_names_every_cpu_dataset_experiment():
+    sweep = OmegaConf.load(REPO / "configs" / "hydra" / "sweeper" / "cpu.yaml")
+    swept = {e.removeprefix("cpu/") for e in sweep.params.experiment.split(",")}
+    assert swept == {e for e in CPU_EXPERIMENTS if not e.endswith("-paper-planner")}
+    assert sweep.params.seed == "0,1"
+
+
+@pytest.mark.parametrize("experiment", CPU_EXPERIMENTS)
+def test_cpu_experiment_composes_and_validates(experiment):
+    cfg = compose_config(overrides=[f"experiment=cpu/{experiment}", "run_dir=unused"])
+    validate_train_config(cfg)
+    assert cfg.env.name == experiment.removesuffix("-paper-planner")
+    assert (cfg.model.n_layer, cfg.model.n_embd, cfg.data.sequence_length) == (2, 64, 4)
+    assert cfg.trainer.max_steps == 8000 and "cpu" in cfg.logger.tags
+    paper_planner = experiment.endswith("-paper-planner")
+    assert (cfg.planner.horizon, cfg.planner.beam_width) == (
+        (15, 128) if paper_planner else (5, 32)
+    )
+    assert cfg.planner.window_transitions == 4  # fits the 4-transition windows it trains on
+
+
+def test_a_cpu_experiment_trains_and_plans_with_tiny_overrides(tiny_hopper, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = compose_config(
+        overrides=[
+            "experiment=cpu/hopper-medium",
+            f"env.name={tiny_hopper}",
+            f"run_dir={run_dir}",
+            "trainer.max_steps=3",
+            "trainer.batch_size=8",
+            "trainer.progress=false",
+            "logger=disabled",
+            "device=cpu",
+            "data.val_fraction=0.25",
+            "evaluate.n_episodes=2",
+            "evaluate.max_episode_steps=4",
+            "planner.beam_width=2",
+            "planner.horizon=2",
+        ]
+    )
+    metrics = train(cfg, run_dir)
+    assert metrics["step"] == 3
+    evaluate_training_run(OmegaConf.to_container(cfg, resolve=True), run_dir, step=3)
+    results = json.loads((run_dir / "plan" / "final" / "results.json").read_text())
+    assert results["aggregates"]["n_episodes"] == 2
+    assert results["config"]["planner"]["window_transitions"] == 4

@@ -344,7 +344,11 @@ def test_predict_resumes_from_saved_batches_with_the_same_numbers(tiny_run):
 def test_markovian_context_and_bad_predict_input_are_one_line(tiny_run, tmp_path):
     cfg = predict_config(f"run_dir={tiny_run}", "horizon=3", "n_starts=2", "baseline=false")
     markovian = run_prediction({**cfg, "context": 1}, tmp_path / "m")
-    assert markovian["model_window_transitions"] == 2
+    full = run_prediction(cfg, tmp_path / "f")
+    assert (markovian["model_window_transitions"], full["model_window_transitions"]) == (2, 5)
+    assert markovian["start_points"] == full["start_points"]  # scored on the same starts
+    markovian_ll = markovian["models"]["transformer"]["per_step"]["log_likelihood_mean"]
+    assert markovian_ll != full["models"]["transformer"]["per_step"]["log_likelihood_mean"]
     with pytest.raises(TtrlError, match="horizon=0 must be an integer >= 1"):
         run_prediction({**cfg, "horizon": 0}, tmp_path / "x")
     with pytest.raises(TtrlError, match="context=5 needs the model to see 6 transitions"):

@@ -134,9 +134,12 @@ def _predict(
             f"{cfg['run_dir']} was trained on {layout.transition_dim}; rebuild the dataset it used"
         )
     data = prediction_data(trajectories, discretizer, inputs.train_config, cfg["episodes"])
-    context = _context(cfg.get("context"), layout.transitions_fitting(model.config.block_size))
+    fitting = layout.transitions_fitting(model.config.block_size)
+    context = _context(cfg.get("context"), fitting)
     horizon, feed_data = cfg["horizon"], cfg["actions"] == "data"
-    starts = spread_start_points(data, context, horizon, cfg["n_starts"], cfg["actions"])
+    # starts leave room for the longest context the model takes, so that every context of a run
+    # (full, Markovian) is scored on the same start points
+    starts = spread_start_points(data, fitting - 1, horizon, cfg["n_starts"], cfg["actions"])
     windows = start_windows(data, starts, context, horizon)
     S = layout.observation_dim
     hidden = hidden_observation_dims(S, data_cfg.get("hidden_observation_fraction", 0.0) or 0.0)

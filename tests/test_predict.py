@@ -335,6 +335,23 @@ def test_predict_resumes_from_saved_batches_with_the_same_numbers(tiny_run):
     (out_dir / "predictions.json").unlink()
     again = run_prediction(cfg, out_dir)
     assert again["models"] == first["models"]
+    # several runs on one figure, and their table (python -m ttrl.prediction.plots)
+    from ttrl.prediction.plots import main as plots_main
+
+    plots_main(
+        [
+            str(out_dir / "both.png"),
+            f"a={out_dir / 'predictions.json'}@transformer",
+            f"b={out_dir / 'predictions.json'}",
+        ]
+    )
+    assert (out_dir / "both.png").stat().st_size > 0
+    from ttrl.prediction.plots import summary_table
+
+    rows = summary_table([("a", again)]).splitlines()
+    assert len(rows) == 2 + 4  # header, rule, transformer, oracle, ensemble, moment-matched
+    ll = again["models"]["transformer"]["per_step"]["log_likelihood_mean"][0]
+    assert rows[2].startswith(f"| a | transformer | {ll:.1f} ± ")
     other = predict_config(f"run_dir={tiny_run}", "horizon=3", "n_starts=4", "batch_starts=2")
     with pytest.raises(TtrlError, match="other settings; pass name=<another folder>, or overwrite"):
         run_prediction(other, out_dir)

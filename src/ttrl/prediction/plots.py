@@ -81,15 +81,57 @@ def _curve(
     ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2)
 
 
+TABLE_STEPS = (1, 10, 50, 100)
+
+
+def summary_table(results: Sequence[tuple[str | None, Mapping[str, Any]]]) -> str:
+    """Markdown: one row per run and model, log-likelihood and RMSE (mean ± se) at a few steps."""
+    header = ["run", "model"]
+    header += [f"log-lik. @{s}" for s in TABLE_STEPS] + [f"RMSE @{s}" for s in TABLE_STEPS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, document in results:
+        for name, model in document["models"].items():
+            per_step = model["per_step"]
+            cells = [label or "", name]
+            for key in ("log_likelihood", "rmse"):
+                cells += [_cell(per_step, key, step) for step in TABLE_STEPS]
+            lines.append("| " + " | ".join(cells) + " |")
+            if "moment_matched_log_likelihood_mean" in per_step:
+                cells = [label or "", f"{name} (moment-matched)"]
+                cells += [_cell(per_step, "moment_matched_log_likelihood", s) for s in TABLE_STEPS]
+                cells += [""] * len(TABLE_STEPS)
+                lines.append("| " + " | ".join(cells) + " |")
+            if "oracle_log_likelihood_mean" in per_step:
+                cells = [label or "", "discrete oracle"]
+                cells += [_cell(per_step, "oracle_log_likelihood", s) for s in TABLE_STEPS]
+                lines.append("| " + " | ".join(cells + [""] * len(TABLE_STEPS)) + " |")
+    return "\n".join(lines)
+
+
+def _cell(per_step: Mapping[str, Any], key: str, step: int) -> str:
+    means, ses = per_step[f"{key}_mean"], per_step[f"{key}_se"]
+    if step > len(means) or means[step - 1] is None:
+        return ""
+    mean, se = means[step - 1], ses[step - 1]
+    digits = 2 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f} ± {se:.{digits}f}" if se is not None else f"{mean:.{digits}f}"
+
+
 def main(argv: Sequence[str]) -> None:
-    """``out.png label=predictions.json ...``: several prediction runs on one figure."""
+    """``out.png label=predictions.json ...``: several prediction runs on one figure and a table."""
     if len(argv) < 2:
         sys.exit("usage: python -m ttrl.prediction.plots out.png label=predictions.json ...")
     documents = []
     for item in argv[1:]:
         label, _, file = item.rpartition("=")
-        documents.append((label or None, json.loads(Path(file).read_text())))
+        file, _, keep = file.partition("@")
+        document = json.loads(Path(file).read_text())
+        if keep:
+            names = keep.split(",")
+            document = {**document, "models": {n: document["models"][n] for n in names}}
+        documents.append((label or None, document))
     print(plot_prediction_curves(documents, argv[0]))
+    print(summary_table(documents))
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def test_too_short_episodes_give_one_line():
         match=r"dataset's actions for horizon=20.*longest of the 2 scored episodes has 12",
     ):
         spread_start_points(data, context=1, horizon=20, n_starts=4, actions="data")
-    with pytest.raises(TtrlError, match="context=15 steps before it"):
+    with pytest.raises(TtrlError, match="needs 15 steps before it"):
         spread_start_points(data, context=15, horizon=1, n_starts=4, actions="model")
 
 
@@ -403,3 +403,31 @@ def test_predict_with_a_wrong_type_is_one_line(tiny_run, tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "horizon" in lines[0] and lines[0].startswith("error:")
+
+
+def test_predictions_are_logged_to_wandb_beside_the_training_run(tiny_run, tmp_path, monkeypatch):
+    import wandb
+
+    class Run:
+        def __init__(self, **settings):
+            self.settings, self.logged, self.summary, self.finished = settings, [], {}, False
+
+        def log(self, values, step=None):
+            self.logged.append((step, values))
+
+        def finish(self):
+            self.finished = True
+
+    runs = []
+    monkeypatch.setattr(wandb, "init", lambda **kw: runs.append(Run(**kw)) or runs[-1])
+    monkeypatch.setattr(wandb, "Image", lambda path: ("image", path))
+    cfg = predict_config(f"run_dir={tiny_run}", "horizon=3", "n_starts=2", "baseline=false")
+    cfg["logger"] = {"mode": "offline", "project": None, "entity": None, "group": None}
+    results = run_prediction(cfg, tmp_path / "w")
+    (run,) = runs
+    assert run.finished and run.settings["job_type"] == "predict"
+    assert run.settings["project"] == "ttrl" and run.settings["mode"] == "offline"
+    steps = [step for step, values in run.logged if "predict/transformer/rmse_mean" in values]
+    assert steps == [1, 2, 3]
+    rmse = results["models"]["transformer"]["summary"]["rmse_mean_over_horizon"]
+    assert run.summary["predict/transformer/rmse_mean_over_horizon"] == rmse

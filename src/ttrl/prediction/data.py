@@ -112,7 +112,7 @@ def spread_start_points(
         longest = int(lengths.max()) if len(lengths) else 0
         need = "the dataset's actions for" if actions == "data" else "true states for"
         raise TtrlError(
-            f"no scored episode is long enough: a start needs context={context} steps before it and "
+            f"no scored episode is long enough: a start needs {context} steps before it (the longest context the model takes) and "
             f"{need} horizon={horizon} steps after it ({context + horizon + 1} steps), but the longest "
             f"of the {len(lengths)} scored episodes has {longest}; lower horizon or context"
         )

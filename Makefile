@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv with ttrl and its dev, hf, behavior, slurm and optuna extras
-.PHONY: help setup test test-slow test-gpu test-all lint format demo bench device-wheels device-check clean
+.PHONY: help setup test test-slow test-gpu test-all lint format demo bench device-wheels device-check clean cpu-datasets cpu-table
 
 test: $(STAMP) ## Run the default test suite (CPU, a few minutes)
 	$(PY) -m pytest -m "not slow and not gpu" -q
@@ -45,6 +45,18 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 
 demo: $(STAMP) ## The main job: make the demo dataset, train, plan, print the normalised score
 	$(PY) scripts/demo.py
+
+# The CPU-scale table (configs/experiment/cpu/, docs/results.md): 100k-step datasets in data/minari.
+CPU_DATASETS := halfcheetah-medium hopper-medium walker2d-medium halfcheetah-medium-replay hopper-medium-replay
+CPU_MINARI := MINARI_DATASETS_PATH=$(CURDIR)/data/minari
+cpu-datasets: $(STAMP) ## The five 100k-step datasets of the CPU table (a few minutes)
+	$(CPU_MINARI) $(PY) -c "import sys; from ttrl.demo import ensure_dataset; \
+		[print(d, ensure_dataset(d, 100_000, 0)['normalized_score_mean']) for d in sys.argv[1:]]" $(CPU_DATASETS)
+
+cpu-table: cpu-datasets ## The whole CPU table: TT and BC, 5 datasets x 2 seeds, then the report (hours)
+	$(CPU_MINARI) $(PY) scripts/train.py -m hydra/sweeper=cpu hydra.sweep.dir=multirun/cpu/train
+	$(CPU_MINARI) $(PY) scripts/train_baseline.py -m hydra/sweeper=cpu_baselines hydra.sweep.dir=multirun/cpu/baselines
+	$(PY) scripts/report.py multirun/cpu/train multirun/cpu/baselines --out multirun/cpu
 
 bench: $(STAMP) ## Training and planning benchmarks (prints JSON lines)
 	$(PY) scripts/bench.py train

@@ -5,6 +5,9 @@
 - :mod:`~ttrl.baselines.bc`: behaviour cloning (CORL's BC), the offline-RL policy baseline.
 - :mod:`~ttrl.baselines.mlp`: what they share: MLP builder, normaliser, minibatch loop and
   one-bundle save/load.
+- ``scripts/train_baseline.py algo=<name>``: :mod:`~ttrl.baselines.runner` trains a registered
+  :class:`~ttrl.baselines.algorithms.BaselineAlgorithm` with the transformer's run-dir, resume and
+  logging conventions and evaluates it as ``plan.py`` does (:mod:`~ttrl.baselines.evaluate`).
 """
 
 from ttrl.baselines.bc import BCConfig, BCPolicy, train_bc

@@ -98,19 +98,16 @@ class BCPolicy(BaselineModule):
         return self(obs).cpu().numpy().astype(np.float32, copy=False)
 
 
-def train_bc(
-    observations: np.ndarray,
-    actions: np.ndarray,
+def fitted_bc_policy(
+    observations: ArrayLike,
+    actions: ArrayLike,
     config: BCConfig | None = None,
-    progress: bool = True,
     action_bounds: tuple[ArrayLike, ArrayLike] | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[BCPolicy, list[float]]:
-    """Fit a :class:`BCPolicy` on ``[N, S]`` observations and ``[N, A]`` actions.
+) -> BCPolicy:
+    """A fresh :class:`BCPolicy` (CPU) whose normaliser and action bounds are fitted on the data.
 
     ``action_bounds`` = ``(low, high)`` (each ``[A]``) overrides the per-dimension min/max of
     ``actions``, e.g. with the env's action space (actions outside it cannot be matched).
-    Returns the policy (on ``device``) and its MSE history, one mean per 100 steps.
     """
     config = config if config is not None else BCConfig()
     config.validate()
@@ -126,12 +123,30 @@ def train_bc(
     policy.obs_norm.fit(obs)
     policy.action_low.copy_(torch.from_numpy(low))
     policy.action_high.copy_(torch.from_numpy(high))
-    policy.to(device)
-    obs_t, act_t = as_tensor(obs, device), as_tensor(act, device)
+    return policy
+
+
+def train_bc(
+    observations: np.ndarray,
+    actions: np.ndarray,
+    config: BCConfig | None = None,
+    progress: bool = True,
+    action_bounds: tuple[ArrayLike, ArrayLike] | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[BCPolicy, list[float]]:
+    """Fit a :class:`BCPolicy` on ``[N, S]`` observations and ``[N, A]`` actions.
+
+    ``action_bounds``: see :func:`fitted_bc_policy`. Returns the policy (on ``device``) and its
+    MSE history, one mean per 100 steps.
+    """
+    config = config if config is not None else BCConfig()
+    policy = fitted_bc_policy(observations, actions, config, action_bounds).to(device)
+    obs_t = as_tensor(as_matrix("observations", observations), device)
+    act_t = as_tensor(as_matrix("actions", actions), device)
     history = fit_minibatches(
         lambda indices: policy.loss(obs_t[indices], act_t[indices]),
         policy.parameters(),
-        n_samples=len(obs),
+        n_samples=len(obs_t),
         batch_size=config.batch_size,
         steps=config.steps,
         lr=config.lr,

@@ -175,6 +175,72 @@ class Normalizer(nn.Module):
 
 
 # ------------------------------------------------------------------------------------ training
+class MinibatchStepper:
+    """AdamW steps on minibatches of sample indices, resumable from its :meth:`state_dict`.
+
+    Each :meth:`step` draws ``batch_size`` indices in ``[0, n_samples)`` uniformly with
+    replacement from its own ``torch.Generator`` (seeded by ``seed``, so the global RNG is left
+    alone), calls ``loss_fn(indices)`` and takes one optimiser step. The state dict holds the
+    optimiser's moments, the generator's state and the step count, so a stepper restored from it
+    takes exactly the steps the saved one would have taken next. ``parameters`` are tensors, or
+    AdamW parameter groups (dicts) whose own ``weight_decay`` overrides ``weight_decay``.
+    """
+
+    def __init__(
+        self,
+        loss_fn: Callable[[torch.Tensor], torch.Tensor],
+        parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+        n_samples: int,
+        batch_size: int,
+        lr: float,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        groups = [
+            dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in parameters
+        ]
+        tensors = [t for g in groups for t in (g["params"] if isinstance(g, dict) else [g])]
+        if not tensors:
+            raise TtrlError("no parameters to train: pass a model with parameters")
+        if n_samples < 1:
+            raise TtrlError(f"cannot train on {n_samples} samples; pass a non-empty dataset")
+        self.loss_fn, self.n_samples, self.batch_size = loss_fn, n_samples, batch_size
+        self.device = tensors[0].device
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.steps = 0
+
+    def step(self) -> torch.Tensor:
+        """One optimiser step on a fresh minibatch; returns its loss, detached (not synced)."""
+        indices = torch.randint(self.n_samples, (self.batch_size,), generator=self.generator)
+        loss = self.loss_fn(indices.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        return loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimiser state, generator state and step count (tensors and plain values)."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a :meth:`state_dict`."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.steps = int(state["steps"])
+
+
+def check_finite(loss: float, desc: str, step: int, lr: float) -> None:
+    """Raise :class:`TtrlError` once a logged loss is NaN or infinite (training diverged)."""
+    if not math.isfinite(loss):
+        raise TtrlError(f"{desc}: the loss became {loss} by step {step}; lower lr={lr}")
+
+
 def fit_minibatches(
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
     parameters: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
@@ -205,36 +271,21 @@ def fit_minibatches(
     Returns:
         The mean training loss over each block of ``log_every`` steps (the last block may be
         shorter): ``ceil(steps / log_every)`` floats. Losses are read back only then, since
-        ``.item()`` waits for the GPU.
+        ``.item()`` waits for the GPU. (:class:`MinibatchStepper` takes the steps; use it directly
+        for a loop that checkpoints and resumes.)
     """
-    groups = [dict(p, params=list(p["params"])) if isinstance(p, dict) else p for p in parameters]
-    tensors = [t for g in groups for t in (g["params"] if isinstance(g, dict) else [g])]
-    if not tensors:
-        raise TtrlError("fit_minibatches got no parameters to train")
-    if n_samples < 1:
-        raise TtrlError(f"cannot train on {n_samples} samples; pass a non-empty dataset")
-    device = tensors[0].device
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    stepper = MinibatchStepper(loss_fn, parameters, n_samples, batch_size, lr, weight_decay, seed)
     history: list[float] = []
-    running, count = torch.zeros((), device=device), 0
+    running, count = torch.zeros((), device=stepper.device), 0
     with tqdm(total=steps, desc=desc, unit="step", disable=not progress, leave=False) as bar:
         for step in range(1, steps + 1):
-            indices = torch.randint(n_samples, (batch_size,), generator=generator).to(device)
-            loss = loss_fn(indices)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.detach()
+            running += stepper.step()
             count += 1
             if count == log_every or step == steps:
                 history.append(running.item() / count)
-                if not math.isfinite(history[-1]):
-                    raise TtrlError(
-                        f"{desc}: the loss became {history[-1]} by step {step}; lower lr={lr}"
-                    )
+                check_finite(history[-1], desc, step, lr)
                 bar.set_postfix(loss=f"{history[-1]:.4g}")
-                running, count = torch.zeros((), device=device), 0
+                running, count = torch.zeros((), device=stepper.device), 0
             bar.update()
     return history
 
@@ -245,11 +296,14 @@ def save_module(
     module: nn.Module,
     config_dict: dict[str, Any],
     extra: dict[str, Any] | None = None,
+    **parts: Any,
 ) -> Path:
     """Write ``module``'s state dict, its config and ``extra`` (plain values) as one bundle.
 
     The bundle is tagged with the module's class name, which :func:`load_module` can check.
-    Written atomically by :func:`ttrl.checkpoint.save_bundle`; returns the path.
+    ``parts`` are further bundle entries (a training run's ``config`` and ``trainer`` state),
+    which loading the module ignores. Written atomically by :func:`ttrl.checkpoint.save_bundle`;
+    returns the path.
     """
     return save_bundle(
         path,
@@ -257,6 +311,7 @@ def save_module(
         baseline_config=dict(config_dict),
         model=module.state_dict(),
         extra=dict(extra or {}),
+        **parts,
     )
 
 
@@ -306,10 +361,11 @@ class BaselineModule(nn.Module):
         """Where the parameters live."""
         return next(self.parameters()).device
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write config, dims and weights (normaliser statistics included) as one bundle."""
+    def save(self, path: str | os.PathLike, **parts: Any) -> Path:
+        """Write config, dims and weights (normaliser statistics included) as one bundle, plus
+        ``parts`` (see :func:`save_module`)."""
         dims = {"observation_dim": self.observation_dim, "action_dim": self.action_dim}
-        return save_module(path, self, dataclasses.asdict(self.config), dims)
+        return save_module(path, self, dataclasses.asdict(self.config), dims, **parts)
 
     @classmethod
     def load(cls: type[M], path: str | os.PathLike, map_location: Any = "cpu") -> M:

@@ -46,6 +46,11 @@ def load_run(
 
     file = find_bundle(run_dir, which)
     bundle = load_bundle(file, map_location=map_location)
+    if bundle.get("baseline"):
+        raise TtrlError(
+            f"{file} is a {bundle['baseline']} baseline, not a Trajectory Transformer; "
+            f"scripts/train_baseline.py evaluates it (evaluate.n_episodes=N)"
+        )
     if not bundle.get("discretizer"):
         raise TtrlError(
             f"checkpoint {file} holds no discretiser; plan a HuggingFace checkpoint with "

@@ -8,6 +8,10 @@ episodes). Per dataset the table gives two summaries of the normalised scores:
 * **seed means**: each seed's mean over its episodes, then mean ± standard error across those
   means (n = seeds).
 
+Evaluations are grouped by agent as well: a baseline's results.json says ``"agent": "bc"`` (the
+transformer's say nothing, or ``"tt"``), and its rows read ``hopper-medium [bc]``, below the
+transformer's row of the same dataset.
+
 Where the dataset has a published Trajectory Transformer number (Janner et al. 2021, Table 1,
 "TT (quantile)", D4RL v2, mean ± standard error over 15 runs) it is shown beside ours: for ttrl's
 D4RL-style names (``hopper-medium``) and D4RL v2 HDF5 files (``.../hopper_medium-v2.hdf5``).
@@ -47,6 +51,7 @@ PAPER_TT_QUANTILE: dict[str, tuple[float, float]] = {
     "walker2d-medium-replay": (82.6, 6.9),
 }
 
+TT_AGENT = "tt"  # the agent of a results.json that names none: the Trajectory Transformer
 REPORT_MD = "report.md"
 REPORT_CSV = "report.csv"
 REPORT_PNG = "report.png"
@@ -67,6 +72,7 @@ class Evaluation:
     dataset: str
     seed: int | None  # the training run's seed (None for a checkpoint without a training config)
     scores: list[float]
+    agent: str = TT_AGENT  # what was evaluated: the transformer, or a baseline ("bc")
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,16 @@ class DatasetRow:
     seed_se: float
     paper_mean: float | None
     paper_se: float | None
+    agent: str = TT_AGENT
 
     @property
     def n_seeds(self) -> int:
         return len(self.seeds)
+
+    @property
+    def label(self) -> str:
+        """The dataset, and the agent unless it is the transformer: ``hopper-medium [bc]``."""
+        return self.dataset if self.agent == TT_AGENT else f"{self.dataset} [{self.agent}]"
 
 
 def find_results(paths: Iterable[str | os.PathLike], name: str | None = None) -> list[Path]:
@@ -139,19 +151,31 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
         )
         return None
     train_config = (results.get("config") or {}).get("train_config") or {}
-    return Evaluation(path=path, dataset=dataset, seed=train_config.get("seed"), scores=scores)
+    agent = str(results.get("agent") or TT_AGENT)
+    return Evaluation(
+        path=path, dataset=dataset, seed=train_config.get("seed"), scores=scores, agent=agent
+    )
 
 
 def summarize(evaluations: Sequence[Evaluation]) -> list[DatasetRow]:
-    """One row per dataset, in the paper's order first, then the others alphabetically."""
-    by_dataset: dict[str, list[Evaluation]] = defaultdict(list)
+    """One row per dataset and agent, in the paper's order first, then the others alphabetically;
+    the transformer's row of a dataset comes before its baselines'."""
+    groups: dict[tuple[str, str], list[Evaluation]] = defaultdict(list)
     for evaluation in evaluations:
-        by_dataset[evaluation.dataset].append(evaluation)
-    return [summarize_dataset(name, by_dataset[name]) for name in sorted(by_dataset, key=_order)]
+        groups[evaluation.dataset, evaluation.agent].append(evaluation)
+
+    def order(key: tuple[str, str]) -> tuple[tuple[int, str], bool, str]:
+        dataset, agent = key
+        return _order(dataset), agent != TT_AGENT, agent
+
+    return [summarize_dataset(d, groups[d, a], agent=a) for d, a in sorted(groups, key=order)]
 
 
-def summarize_dataset(dataset: str, evaluations: Sequence[Evaluation]) -> DatasetRow:
-    """Both summaries of one dataset's evaluations, with the paper's number if it has one."""
+def summarize_dataset(
+    dataset: str, evaluations: Sequence[Evaluation], agent: str = TT_AGENT
+) -> DatasetRow:
+    """Both summaries of one dataset's evaluations of ``agent``, with the paper's TT number if
+    it has one (for the transformer's row only)."""
     seeds = [e.seed for e in evaluations]
     known = [s for s in seeds if s is not None]
     if len(set(known)) < len(known):
@@ -163,7 +187,8 @@ def summarize_dataset(dataset: str, evaluations: Sequence[Evaluation]) -> Datase
     all_scores = [s for e in evaluations for s in e.scores]
     episode_mean, episode_se = mean_and_standard_error(all_scores)
     seed_mean, seed_se = mean_and_standard_error([np.mean(e.scores) for e in evaluations])
-    paper_mean, paper_se = PAPER_TT_QUANTILE.get(paper_dataset(dataset) or "", (None, None))
+    paper = PAPER_TT_QUANTILE.get(paper_dataset(dataset) or "") if agent == TT_AGENT else None
+    paper_mean, paper_se = paper or (None, None)
     return DatasetRow(
         dataset=dataset,
         seeds=seeds,
@@ -174,6 +199,7 @@ def summarize_dataset(dataset: str, evaluations: Sequence[Evaluation]) -> Datase
         seed_se=seed_se,
         paper_mean=paper_mean,
         paper_se=paper_se,
+        agent=agent,
     )
 
 
@@ -198,7 +224,7 @@ def to_markdown(rows: Sequence[DatasetRow]) -> str:
     ]
     for row in rows:
         lines.append(
-            f"| {row.dataset} | {row.n_seeds} ({_seed_list(row.seeds)}) | {row.n_episodes} | "
+            f"| {row.label} | {row.n_seeds} ({_seed_list(row.seeds)}) | {row.n_episodes} | "
             f"{format_score(row.episode_mean, row.episode_se)} | "
             f"{format_score(row.seed_mean, row.seed_se)} | "
             f"{format_score(row.paper_mean, row.paper_se)} |"
@@ -222,6 +248,7 @@ def to_csv(rows: Sequence[DatasetRow]) -> str:
             "seed_se",
             "paper_tt_quantile_mean",
             "paper_tt_quantile_se",
+            "agent",
         ]
     )
     for row in rows:
@@ -242,6 +269,7 @@ def to_csv(rows: Sequence[DatasetRow]) -> str:
                         row.paper_se,
                     )
                 ),
+                row.agent,
             ]
         )
     return buffer.getvalue()
@@ -271,7 +299,7 @@ def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
             label="TT paper (quantile)",
         )
     ax.set_xticks(x)
-    ax.set_xticklabels([r.dataset for r in rows], rotation=30, ha="right")
+    ax.set_xticklabels([r.label for r in rows], rotation=30, ha="right")
     ax.set_ylabel("normalised score")
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.legend(loc="best", fontsize="small")

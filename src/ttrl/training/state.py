@@ -7,6 +7,7 @@ optimiser and scheduler makes a resumed run continue exactly as an uninterrupted
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +88,14 @@ def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def changed_fixed_settings(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``key saved -> now`` for each setting of :data:`FIXED_ON_RESUME` that differs."""
+def changed_fixed_settings(
+    saved: dict[str, Any], now: dict[str, Any], fixed_keys: Sequence[str] = FIXED_ON_RESUME
+) -> list[str]:
+    """``key saved -> now`` for each setting under ``fixed_keys`` that differs."""
     before, after = flatten(saved), flatten(now)
 
     def fixed(key: str) -> bool:
-        return any(key == f or key.startswith(f + ".") for f in FIXED_ON_RESUME)
+        return any(key == f or key.startswith(f + ".") for f in fixed_keys)
 
     # settings added since a run was saved count as their default there
     before = {**{k: v for k, v in ADDED_SETTINGS.items() if k in after}, **before}

@@ -1,6 +1,10 @@
 """Make a dataset locally and write it as the Minari dataset ``ttrl/<env>/<level>-v0``.
 
 python scripts/make_dataset.py env=halfcheetah-random n_steps=100000 seed=0
+python scripts/make_dataset.py env=pointmaze-umaze n_steps=1000000   # Minari's D4RL/pointmaze recipe
+
+D4RL-style names go to :func:`ttrl.making.recipes.make_level_dataset`, ``pointmaze-<maze>[-dense]``
+names to :func:`ttrl.making.maze.make_maze_dataset`.
 
 A second run of the same dataset while one is making it fails at once and names the first; a disk
 too small for the dataset is refused before collecting. Errors are one ``error:`` line, exit status 2.
@@ -16,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
 from ttrl.config import run_hydra_main
-from ttrl.making.recipes import make_level_dataset
+from ttrl.data.registry import is_maze_name
 
 # configs/env/ is the training config group, so this script reads its own YAML through the
 # ConfigStore: here `env=halfcheetah-random` is a plain value, not a group choice. The YAML's
@@ -28,7 +32,11 @@ ConfigStore.instance().store(name="make_dataset", node=OmegaConf.load(CONFIG_FIL
 @hydra.main(config_path=None, config_name="make_dataset", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
-    path = make_level_dataset(
+    if is_maze_name(cfg.env):
+        from ttrl.making.maze import make_maze_dataset as make
+    else:
+        from ttrl.making.recipes import make_level_dataset as make
+    path = make(
         cfg.env,
         n_steps=cfg.n_steps,
         seed=cfg.seed,

@@ -1,6 +1,6 @@
 """Dataset names: which data a name means, where it lives and which reference scores normalise it.
 
-A dataset can be named three ways:
+A dataset can be named four ways:
 
 - a D4RL-style name ``<env>-<level>`` (``halfcheetah-medium``, ``hopper-medium-replay``, ...). It maps to
   ttrl's own Minari dataset ``ttrl/<env>/<level>-v0`` (made locally by ``scripts/make_dataset.py``) and,
@@ -9,6 +9,10 @@ A dataset can be named three ways:
 - any Minari id ``namespace/name-vN``: env and reference scores come from the dataset's metadata (or, when
   it carries none, from the D4RL table for its env).
 - a path to a D4RL-format HDF5 file (keys observations, actions, rewards, terminals, timeouts).
+- a PointMaze name ``pointmaze-<maze>[-dense]`` (``pointmaze-umaze``, ``pointmaze-large-dense``, ...). It
+  maps to ttrl's ``ttrl/pointmaze/<maze>[-dense]-v0`` (made locally by ``scripts/make_dataset.py`` with the
+  recipe of Minari's ``D4RL/pointmaze/*``) and, for the mazes Minari publishes, to the official
+  ``D4RL/pointmaze/<maze>[-dense]-v2``. Env and reference scores come from the dataset's metadata.
 
 Nothing is ever downloaded: a dataset that is not on disk is an error that names the command making it.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,39 @@ OFFICIAL_LEVELS = ("medium", "expert")
 TTRL_NAMESPACE = "ttrl"
 OFFICIAL_NAMESPACE = "mujoco"
 SOURCES = ("auto", "ttrl", "official")
+
+
+@dataclass(frozen=True)
+class MazeInfo:
+    """A PointMaze layout: the gymnasium id of its sparse-reward env and its time limit.
+
+    Attributes:
+        env_id: gymnasium id of the sparse-reward env; the dense one has ``Dense`` before ``-v3``.
+        max_episode_steps: the env's time limit, where the (continuing) episodes are cut.
+        official: whether Minari publishes ``D4RL/pointmaze/<maze>[-dense]-v2``.
+    """
+
+    env_id: str
+    max_episode_steps: int
+    official: bool
+
+    def env_id_for(self, reward_type: str) -> str:
+        """The gymnasium id for ``reward_type`` (``"sparse"`` or ``"dense"``)."""
+        return self.env_id.replace("-v", "Dense-v") if reward_type == "dense" else self.env_id
+
+
+# gymnasium-robotics' time limits; fourrooms (ttrl's own layout, ttrl.making.maze.FOURROOMS_MAP) is
+# registered by ttrl with the large maze's 800 steps, its longest shortest path being about as long
+MAZES: dict[str, MazeInfo] = {
+    "umaze": MazeInfo("PointMaze_UMaze-v3", 300, True),
+    "medium": MazeInfo("PointMaze_Medium-v3", 600, True),
+    "large": MazeInfo("PointMaze_Large-v3", 800, True),
+    "fourrooms": MazeInfo("PointMaze_FourRooms-v3", 800, False),
+}
+MAZE_ENV = "pointmaze"  # the env part of maze names and ids (ttrl/pointmaze/umaze-v0)
+REWARD_TYPES = ("sparse", "dense")
+OFFICIAL_MAZE_NAMESPACE = "D4RL"
+OFFICIAL_MAZE_VERSION = "v2"
 
 _MINARI_ID = re.compile(r"^[\w.-]+(/[\w.-]+)+-v\d+$")
 _HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -93,8 +130,38 @@ def env_names() -> list[str]:
 
 
 def dataset_names() -> list[str]:
-    """Every D4RL-style dataset name ttrl knows, e.g. ``halfcheetah-medium-replay``."""
+    """Every D4RL-style (locomotion) dataset name, e.g. ``halfcheetah-medium-replay``.
+
+    Maze names are apart (:func:`maze_dataset_names`): code that reads ``ENVS`` for these names
+    (sizes, D4RL reference scores) has no entry for a maze.
+    """
     return [f"{env}-{level}" for env in ENVS for level in LEVELS]
+
+
+def maze_dataset_names() -> list[str]:
+    """Every PointMaze dataset name ttrl knows, e.g. ``pointmaze-umaze``, ``pointmaze-umaze-dense``."""
+    return [
+        f"{MAZE_ENV}-{maze}" + ("-dense" if reward == "dense" else "")
+        for maze in MAZES
+        for reward in REWARD_TYPES
+    ]
+
+
+def is_maze_name(name: str) -> bool:
+    """Whether ``name`` is a PointMaze dataset name (``pointmaze-<maze>[-dense]``)."""
+    return name in maze_dataset_names()
+
+
+def split_maze_name(name: str) -> tuple[str, str]:
+    """Split ``pointmaze-<maze>[-dense]`` into (maze, reward type); TtrlError listing the valid names."""
+    if not is_maze_name(name):
+        raise TtrlError(
+            f"unknown maze dataset {name!r}; use one of {', '.join(maze_dataset_names())}"
+        )
+    maze = name.removeprefix(f"{MAZE_ENV}-")
+    if maze.endswith("-dense"):
+        return maze.removesuffix("-dense"), "dense"
+    return maze, "sparse"
 
 
 def split_dataset_name(name: str) -> tuple[str, str]:
@@ -104,19 +171,30 @@ def split_dataset_name(name: str) -> tuple[str, str]:
         if level != name and level in LEVELS:
             return env, level
     raise TtrlError(
-        f"unknown dataset {name!r}; use one of {', '.join(dataset_names())}, "
+        f"unknown dataset {name!r}; use one of {', '.join(dataset_names() + maze_dataset_names())}, "
         f"a Minari id like mujoco/hopper/medium-v0, or a path to a D4RL .hdf5 file"
     )
 
 
 def ttrl_minari_id(name: str) -> str:
-    """ttrl's own Minari id for a D4RL-style name: ``ttrl/<env>/<level>-v0``."""
+    """ttrl's own Minari id for a D4RL-style or maze name: ``ttrl/<env>/<level>-v0``.
+
+    Maze names map to ``ttrl/pointmaze/<maze>[-dense]-v0`` (the official ids' layout).
+    """
+    if is_maze_name(name):
+        return f"{TTRL_NAMESPACE}/{MAZE_ENV}/{name.removeprefix(f'{MAZE_ENV}-')}-v0"
     env, level = split_dataset_name(name)
     return f"{TTRL_NAMESPACE}/{env}/{level}-v0"
 
 
 def official_minari_id(name: str) -> str | None:
-    """Minari's published id for a D4RL-style name, or None where Minari publishes no such level."""
+    """Minari's published id for a D4RL-style or maze name, or None where Minari publishes none."""
+    if is_maze_name(name):
+        maze, _ = split_maze_name(name)
+        if not MAZES[maze].official:
+            return None
+        level = name.removeprefix(f"{MAZE_ENV}-")
+        return f"{OFFICIAL_MAZE_NAMESPACE}/{MAZE_ENV}/{level}-{OFFICIAL_MAZE_VERSION}"
     env, level = split_dataset_name(name)
     return f"{OFFICIAL_NAMESPACE}/{env}/{level}-v0" if level in OFFICIAL_LEVELS else None
 
@@ -138,7 +216,7 @@ def minari_dataset_exists(minari_id: str) -> bool:
 
 
 def missing_dataset_hint(name: str) -> str:
-    """One line saying how to get a D4RL-style dataset that is not on disk."""
+    """One line saying how to get a D4RL-style or maze dataset that is not on disk."""
     official = official_minari_id(name)
     recipes = [f"`python scripts/make_dataset.py env={name}` (ttrl's local recipe)"]
     if official is not None:
@@ -150,11 +228,12 @@ def missing_dataset_hint(name: str) -> str:
 
 
 def resolve_dataset(name: str | os.PathLike, source: str = "auto") -> DatasetSpec:
-    """Resolve a D4RL-style name, a Minari id or an HDF5 path to a :class:`DatasetSpec`.
+    """Resolve a D4RL-style or maze name, a Minari id or an HDF5 path to a :class:`DatasetSpec`.
 
     Args:
-        name: ``halfcheetah-medium``, ``mujoco/hopper/expert-v0`` or ``/path/to/file.hdf5``.
-        source: for D4RL-style names: ``"auto"`` (ttrl's local dataset if present, else Minari's official
+        name: ``halfcheetah-medium``, ``pointmaze-umaze``, ``mujoco/hopper/expert-v0`` or
+            ``/path/to/file.hdf5``.
+        source: for D4RL-style and maze names: ``"auto"`` (ttrl's local dataset if present, else Minari's official
             one if present), ``"ttrl"`` or ``"official"``. Ignored for Minari ids and paths.
 
     Raises:
@@ -175,7 +254,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _resolve_d4rl_name(name: str, source: str) -> DatasetSpec:
-    env, _ = split_dataset_name(name)
+    maze = is_maze_name(name)
+    env = None if maze else split_dataset_name(name)[0]  # raises for unknown names
     candidates = {"ttrl": [ttrl_minari_id(name)], "official": [official_minari_id(name)]}
     candidates["auto"] = candidates["ttrl"] + candidates["official"]
     present = [i for i in candidates[source] if i is not None and minari_dataset_exists(i)]
@@ -186,6 +266,8 @@ def _resolve_d4rl_name(name: str, source: str) -> DatasetSpec:
                 f"`python scripts/make_dataset.py env={name}`"
             )
         raise TtrlError(missing_dataset_hint(name))
+    if maze:  # the env spec (with its maze map) and any reference scores are in the metadata
+        return replace(_resolve_minari_id(present[0]), name=name)
     info = ENVS[env]
     return DatasetSpec(
         name=name,

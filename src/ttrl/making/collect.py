@@ -54,7 +54,7 @@ from ttrl.data.registry import (
 from ttrl.errors import TtrlError
 from ttrl.locking import exclusive_lock
 
-Policy = Callable[[np.ndarray], np.ndarray]
+Policy = Callable[[Any], np.ndarray]  # obs (an array, or a dict of arrays) -> action
 STAGING_PREFIX = ".ttrl-staging-"
 LOCKS_DIR = ".ttrl-locks"  # in the Minari root: one flock file per dataset id (hidden from Minari)
 WRITER_LOCK = "writer.lock"  # in each staging folder, flocked by its live writer
@@ -67,10 +67,10 @@ EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncatio
 class MakeDatasetConfig:
     """The schema of ``configs/make_dataset.yaml`` (``scripts/make_dataset.py``)."""
 
-    env: str = "halfcheetah-random"  # D4RL-style name <env>-<level>
+    env: str = "halfcheetah-random"  # D4RL-style name <env>-<level>, or pointmaze-<maze>[-dense]
     n_steps: int = 1_000_000  # environment steps to collect (>= 1)
     seed: int = 0  # seeds the env resets and the policy's actions (>= 0)
-    max_episode_steps: int | None = None  # the env's time limit (None: gymnasium's 1000)
+    max_episode_steps: int | None = None  # time limit (None: the env's own, MuJoCo's 1000)
     overwrite: bool = False  # replace an existing dataset of the same name
     progress: bool = True  # tqdm progress bar
 
@@ -95,26 +95,30 @@ def collect_episodes(
     seed: int,
     progress: bool = True,
     max_episode_steps: int | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list:
     """Roll out ``policy`` in ``env_id`` for exactly ``n_steps`` environment steps.
 
     Args:
         env_id: gymnasium id, e.g. ``"HalfCheetah-v5"``.
-        policy: ``obs [S] -> action [A]``, or ``"random"`` for uniform random actions (seeded).
+        policy: ``obs [S] -> action [A]`` (obs a dict of arrays for dict observation spaces), or
+            ``"random"`` for uniform random actions (seeded).
         n_steps: total number of steps; the last episode is cut there and marked truncated.
         seed: seeds the first reset and the action space; later resets continue the env's RNG.
         progress: show a tqdm bar.
         max_episode_steps: override the env's time limit (e.g. short episodes for tests).
+        env_kwargs: extra keyword arguments for ``gym.make`` (e.g. PointMaze's ``reset_target``).
 
     Returns:
-        Minari ``EpisodeBuffer`` s, observations with one more row than actions (the final observation).
+        Minari ``EpisodeBuffer`` s, observations with one more row than actions (the final
+        observation); dict observations as a dict of such arrays.
     """
     import gymnasium as gym
     from minari.data_collector import EpisodeBuffer
 
     if n_steps < 1:
         raise TtrlError(f"n_steps must be a positive number of environment steps, got {n_steps}")
-    env = _make_env(gym, env_id, max_episode_steps)
+    env = _make_env(gym, env_id, max_episode_steps, env_kwargs or {})
     act = _as_policy(policy, env, seed)
     episodes = []
     obs, _ = env.reset(seed=seed)
@@ -133,7 +137,7 @@ def collect_episodes(
                     EpisodeBuffer(
                         id=len(episodes),
                         seed=seed if not episodes else None,
-                        **{key: np.asarray(value) for key, value in steps.items()},
+                        **{key: _stacked(value) for key, value in steps.items()},
                     )
                 )
                 if step < n_steps - 1:
@@ -144,9 +148,16 @@ def collect_episodes(
     return episodes
 
 
-def _make_env(gym: Any, env_id: str, max_episode_steps: int | None) -> Any:
+def _stacked(values: list) -> Any:
+    """One episode's per-step values as an array, or a dict of arrays for dict observations."""
+    if values and isinstance(values[0], dict):
+        return {key: np.asarray([value[key] for value in values]) for key in values[0]}
+    return np.asarray(values)
+
+
+def _make_env(gym: Any, env_id: str, max_episode_steps: int | None, env_kwargs: dict) -> Any:
     try:
-        return gym.make(env_id, max_episode_steps=max_episode_steps)
+        return gym.make(env_id, max_episode_steps=max_episode_steps, **env_kwargs)
     except gym.error.Error as err:
         raise TtrlError(
             f"cannot make env {env_id!r}: {err}; use a gymnasium id like HalfCheetah-v5"
@@ -178,19 +189,23 @@ def write_minari_dataset(
     metadata: dict | None = None,
     overwrite: bool = False,
     description: str | None = None,
+    env_spec: Any = None,
 ) -> Path:
     """Write ``episodes`` as the Minari dataset ``dataset_id`` atomically; return its folder.
 
     Args:
         dataset_id: Minari id, e.g. ``"ttrl/halfcheetah/random-v0"``.
-        episodes: ``EpisodeBuffer`` s, or anything with ``observations`` (N+1 rows), ``actions``,
-            ``rewards``, ``terminations``, ``truncations`` (N rows) as attributes or dict keys.
+        episodes: ``EpisodeBuffer`` s, or anything with ``observations`` (N+1 rows, or a dict of such
+            arrays), ``actions``, ``rewards``, ``terminations``, ``truncations`` (N rows) as
+            attributes or dict keys.
         env_id: gymnasium id of the env that made them.
         ref_min_score / ref_max_score: stored so normalised scores can be computed (Minari would roll
             out a policy to estimate a missing one, so both are passed explicitly).
         metadata: extra JSON-serialisable facts (policy, steps, seed, ...), stored under ``"ttrl"``.
         overwrite: replace an existing dataset with this id instead of raising.
         description: the dataset's description in its Minari metadata.
+        env_spec: the gymnasium ``EnvSpec`` to record (and recover the env from) instead of
+            ``env_id``'s registered one, e.g. one with the kwargs the data was made with.
 
     Raises:
         TtrlError: the dataset exists and ``overwrite`` is False, another process is writing it,
@@ -212,7 +227,7 @@ def write_minari_dataset(
     }
     target = minari_dataset_dir(dataset_id)
     with dataset_writer(dataset_id, overwrite) as root:
-        array_bytes = sum(getattr(b, key).nbytes for b in buffers for key in EPISODE_KEYS)
+        array_bytes = sum(_nbytes(getattr(b, key)) for b in buffers for key in EPISODE_KEYS)
         need = estimate_dataset_bytes(array_bytes, len(buffers))
         check_free_space(root, need, dataset_id)
         with _staging_root(root) as staging:
@@ -227,6 +242,7 @@ def write_minari_dataset(
                         ref_max_score,
                         ttrl_metadata,
                         description,
+                        env_spec,
                     )
                 )
                 _ensure_namespaces(root, dataset_id)
@@ -317,6 +333,13 @@ def rollout_bytes(n_steps: int, n_episodes: int, observation_dim: int, action_di
     float64 observations (one more per episode) and rewards, float32 actions, two bool flags.
     """
     return (n_steps + n_episodes) * observation_dim * 8 + n_steps * (action_dim * 4 + 8 + 2)
+
+
+def _nbytes(array: Any) -> int:
+    """Bytes of an array, or of a dict of arrays (dict observations)."""
+    if isinstance(array, dict):
+        return sum(_nbytes(value) for value in array.values())
+    return array.nbytes
 
 
 def free_bytes(path: Path) -> int:
@@ -507,17 +530,31 @@ def _as_episode_buffer(index: int, episode: Any) -> Any:
     def field(key: str) -> Any:
         return episode[key] if isinstance(episode, dict) else getattr(episode, key)
 
-    arrays = {key: np.asarray(field(key)) for key in EPISODE_KEYS}
+    arrays = {key: _as_arrays(field(key)) for key in EPISODE_KEYS}
     n = len(arrays["rewards"])
-    if len(arrays["observations"]) != n + 1 or any(
+    observations = arrays["observations"]
+    n_obs = (
+        {len(v) for v in observations.values()}
+        if isinstance(observations, dict)
+        else {len(observations)}
+    )
+    if n_obs != {n + 1} or any(
         len(arrays[key]) != n for key in ("actions", "terminations", "truncations")
     ):
         raise TtrlError(
-            f"episode {index} has {len(arrays['observations'])} observations and {n} rewards; an episode "
-            f"needs one more observation (the final one) than actions, rewards, terminations, truncations"
+            f"episode {index} has {'/'.join(map(str, sorted(n_obs)))} observations and {n} rewards; "
+            f"an episode needs one more observation (the final one) than actions, rewards, "
+            f"terminations, truncations"
         )
     seed = episode.get("seed") if isinstance(episode, dict) else getattr(episode, "seed", None)
     return EpisodeBuffer(id=index, seed=seed, **arrays)
+
+
+def _as_arrays(value: Any) -> Any:
+    """An array, or a dict of arrays for dict observations."""
+    if isinstance(value, dict):
+        return {key: np.asarray(item) for key, item in value.items()}
+    return np.asarray(value)
 
 
 @contextmanager
@@ -578,6 +615,7 @@ def _create_in_staging(
     ref_max_score: float | None,
     ttrl_metadata: dict,
     description: str | None,
+    env_spec: Any = None,
 ) -> None:
     import minari
 
@@ -587,8 +625,8 @@ def _create_in_staging(
         dataset = minari.create_dataset_from_buffers(
             dataset_id,
             buffer=buffers,
-            env=env_id,
-            eval_env=env_id,
+            env=env_spec or env_id,
+            eval_env=env_spec or env_id,
             algorithm_name=str(ttrl_metadata.get("policy", "unknown")),
             author="ttrl",
             author_email="unknown",

@@ -48,16 +48,7 @@ def log_to_wandb(
         return  # before importing wandb, which alone takes a second
     import wandb
 
-    run = wandb.init(
-        project=settings.get("project"),
-        entity=settings.get("entity"),
-        group=settings.get("group"),
-        mode=settings.get("mode"),
-        job_type="eval",
-        name=name,
-        dir=out_dir,
-        config={**config, "train_run_id": settings.get("train_run_id")},
-    )
+    run = start_run_beside_training(settings, "eval", config, out_dir, name)
     try:
         metrics = {f"eval/{k}": v for k, v in results.aggregates.items() if v is not None}
         metrics.update({f"eval/{k}": v for k, v in results.timing.items()})
@@ -73,3 +64,25 @@ def log_to_wandb(
         run.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     finally:
         run.finish()
+
+
+def start_run_beside_training(
+    settings: Mapping[str, Any],
+    job_type: str,
+    config: Mapping[str, Any],
+    out_dir: str,
+    name: str | None = None,
+) -> Any:
+    """``wandb.init`` for a job that follows a training run (``settings``: :func:`wandb_settings`)."""
+    import wandb
+
+    return wandb.init(
+        project=settings.get("project"),
+        entity=settings.get("entity"),
+        group=settings.get("group"),
+        mode=settings.get("mode"),
+        job_type=job_type,
+        name=name,
+        dir=out_dir,
+        config={**config, "train_run_id": settings.get("train_run_id")},
+    )

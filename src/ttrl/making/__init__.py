@@ -6,6 +6,8 @@
   loading the shipped actors without it).
 - :mod:`ttrl.making.recipes`: D4RL's levels (random, medium, medium-replay, expert, medium-expert)
   from those policies, as ``ttrl/<env>/<level>-v0``.
+- :mod:`ttrl.making.maze`: PointMaze datasets (``pointmaze-<maze>[-dense]``) from a waypoint
+  controller, the recipe of Minari's ``D4RL/pointmaze``, with dict observations.
 
 Entry points: ``scripts/make_dataset.py`` and ``scripts/train_behavior.py``. Only the collection API is
 imported here; ``behavior`` and ``recipes`` import torch and gymnasium, so they load on their own.

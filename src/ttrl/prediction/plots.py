@@ -29,26 +29,29 @@ def plot_prediction_curves(
     start points); the discrete oracle of the first document is drawn dashed."""
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    oracle_drawn = False
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    oracle_drawn, index = False, 0
     for label, document in results:
         for name, model in document["models"].items():
             per_step = model["per_step"]
             legend = name if label is None else f"{label}: {name}"
+            color = colors[index % len(colors)]  # one colour per model in both panels
+            index += 1
             for ax, (key, _) in zip(axes, PANELS, strict=True):
-                _curve(ax, per_step[f"{key}_mean"], per_step[f"{key}_se"], legend)
+                _curve(ax, per_step[f"{key}_mean"], per_step[f"{key}_se"], legend, color)
             if "moment_matched_log_likelihood_mean" in per_step:
                 _curve(
                     axes[0],
                     per_step["moment_matched_log_likelihood_mean"],
                     per_step["moment_matched_log_likelihood_se"],
                     f"{legend} (moment-matched)",
+                    color,
                     linestyle=":",
                 )
             if "oracle_log_likelihood_mean" in per_step and not oracle_drawn:
                 oracle = np.array(per_step["oracle_log_likelihood_mean"], dtype=float)
-                axes[0].plot(
-                    np.arange(1, len(oracle) + 1), oracle, "k--", lw=1, label="discrete oracle"
-                )
+                steps = np.arange(1, len(oracle) + 1)
+                axes[0].plot(steps, oracle, "k--", lw=1, label="discrete oracle")
                 oracle_drawn = True
     first = results[0][1]
     for ax, (_, title) in zip(axes, PANELS, strict=True):
@@ -72,13 +75,14 @@ def _curve(
     mean: Sequence[float | None],
     se: Sequence[float | None],
     label: str,
+    color: str,
     linestyle: str = "-",
 ) -> None:
     mean = np.array([np.nan if v is None else v for v in mean], dtype=float)
     se = np.array([np.nan if v is None else v for v in se], dtype=float)
     steps = np.arange(1, len(mean) + 1)
-    (line,) = ax.plot(steps, mean, linestyle, label=label)
-    ax.fill_between(steps, mean - se, mean + se, color=line.get_color(), alpha=0.2)
+    ax.plot(steps, mean, linestyle, color=color, label=label)
+    ax.fill_between(steps, mean - se, mean + se, color=color, alpha=0.2)
 
 
 TABLE_STEPS = (1, 10, 50, 100)

@@ -444,22 +444,15 @@ def _log_to_wandb(
     out_dir: Path, results: Mapping[str, Any], cfg: Mapping[str, Any], inputs: Any
 ) -> None:
     """One W&B run (job type ``predict``) beside the training run's, like ``plan.py``'s."""
-    from ttrl.evaluation.wandb_logging import wandb_settings
+    from ttrl.evaluation.wandb_logging import start_run_beside_training, wandb_settings
 
     settings = wandb_settings(cfg.get("logger") or {}, inputs.train_config, inputs.trainer)
     if settings.get("mode") == "disabled":
         return
     import wandb
 
-    run = wandb.init(
-        project=settings.get("project"),
-        entity=settings.get("entity"),
-        group=settings.get("group"),
-        mode=settings.get("mode"),
-        job_type="predict",
-        name=cfg.get("name"),
-        dir=str(out_dir),
-        config={**results["settings"], "train_run_id": settings.get("train_run_id")},
+    run = start_run_beside_training(
+        settings, "predict", results["settings"], str(out_dir), cfg.get("name")
     )
     try:
         for name, model in results["models"].items():

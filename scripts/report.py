@@ -5,8 +5,10 @@
     python scripts/report.py runs/a runs/b --name final --out report/
 
 Finds every results.json under the given dirs (or takes results.json files as given), groups them
-by dataset and writes report.md, report.csv and report.png into --out (default: the first dir),
-printing the Markdown table. See ttrl.evaluation.table for what each column is.
+by dataset and agent (TT, or a baseline from scripts/train_baseline.py) and writes into --out
+(default: the first dir) report.md (the comparison of each dataset's own average, BC, IQL and TT
+with the paper's TT and BC, then one row per dataset and agent), report.csv, report.png,
+comparison.csv and comparison.png, printing both tables. See ttrl.evaluation.table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 
 from ttrl.cli import exit_on_user_error
 from ttrl.evaluation.table import (
+    compare,
+    comparison_markdown,
     find_results,
     load_evaluation,
     summarize,
@@ -31,6 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--name", default=None, help="only results.json in folders of this name (e.g. final)"
     )
     parser.add_argument("--out", default=None, help="output folder (default: the first dir)")
+    parser.add_argument(
+        "--no-data-average",
+        action="store_true",
+        help="skip the comparison table's data-average column (it reads each dataset from disk)",
+    )
     return parser.parse_args(argv)
 
 
@@ -41,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarize([e for e in evaluations if e is not None])
     first = Path(args.paths[0])
     out_dir = Path(args.out) if args.out else (first if first.is_dir() else first.parent)
-    paths = write_report(rows, out_dir)
+    comparison = compare(rows, (lambda _: None) if args.no_data_average else None)
+    paths = write_report(rows, out_dir, comparison)
+    print(comparison_markdown(comparison))
     print(to_markdown(rows))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

@@ -112,8 +112,10 @@ def report_main(*args: str) -> None:
 def test_report_script_writes_markdown_csv_and_png(sweep, tmp_path, capsys):
     out = tmp_path / "report"
     with pytest.warns(UserWarning, match="no normalised scores"):
-        report_main(str(sweep), "--name", "final", "--out", str(out))
-    assert "| hopper-medium | 3 (0,1,2) | 9 |" in capsys.readouterr().out
+        report_main(str(sweep), "--name", "final", "--out", str(out), "--no-data-average")
+    printed = capsys.readouterr().out
+    assert "| hopper-medium | 3 (0,1,2) | 9 |" in printed
+    assert "| hopper-medium | - | - | - | 60.0 ± 6.2 (3x3) | 61.1 ± 3.6 | 63.9 |" in printed
     with open(out / "report.csv") as f:
         rows = {r["dataset"]: r for r in csv.DictReader(f)}
     assert float(rows["hopper-medium"]["seed_se"]) == pytest.approx(20.0 / math.sqrt(3))
@@ -129,3 +131,58 @@ def test_report_script_error_is_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.strip().count("\n") == 0 and err.startswith("error: no results.json")
+
+
+def test_comparison_puts_the_data_average_bc_and_tt_side_by_side(tmp_path):
+    """A D4RL v2 HDF5 file of hopper with known returns: its data average by hand, beside TT's and
+    BC's rows of the same dataset and the paper's TT and BC numbers."""
+    import numpy as np
+
+    from ttrl.data.loading import make_transitions, write_d4rl_hdf5
+    from ttrl.evaluation.table import compare, comparison_csv, comparison_markdown, plot_comparison
+
+    # three episodes: rewards sum to 1000 (terminated), 2000 (time limit of 4 steps), and a last
+    # one of 2 steps cut by the data's end, which does not count
+    rewards = np.array([250.0] * 4 + [500.0] * 4 + [7.0, 7.0])
+    terminals = np.zeros(10, bool)
+    terminals[3] = True
+    timeouts = np.zeros(10, bool)
+    timeouts[7] = timeouts[9] = True
+    transitions = make_transitions(
+        np.zeros((10, 11)), np.zeros((10, 3)), rewards, terminals, timeouts
+    )
+    path = write_d4rl_hdf5(tmp_path / "hopper_medium-v2.hdf5", transitions)
+    lo, hi = -20.272305, 3234.3
+    scores = [100 * (r - lo) / (hi - lo) for r in (1000.0, 2000.0)]
+    from ttrl.data.summary import dataset_score
+
+    score = dataset_score(str(path), time_limit=4)
+    assert score.n_episodes == 2
+    assert score.normalized_mean == pytest.approx(np.mean(scores))
+    assert score.normalized_se == pytest.approx(np.std(scores, ddof=1) / math.sqrt(2))
+
+    for agent, seed, values in (
+        ("tt", 0, [50.0, 70.0]),
+        ("tt", 1, [60.0, 60.0]),
+        ("bc", 0, [40.0, 44.0]),
+    ):
+        file = tmp_path / f"{agent}{seed}" / "results.json"
+        write_results(file, str(path), seed, values)
+        document = json.loads(file.read_text())
+        file.write_text(json.dumps({**document, "agent": agent}))
+    rows = summarize([load_evaluation(p) for p in find_results([tmp_path])])
+    (row,) = compare(rows, lambda name: dataset_score(name, time_limit=4))
+    assert row.data_mean == pytest.approx(score.normalized_mean)
+    assert row.agents["tt"].episode_mean == pytest.approx(60.0)
+    assert row.agents["bc"].episode_mean == pytest.approx(42.0)
+    assert row.paper_tt == (61.1, 3.6) and row.paper_bc == 63.9
+    table = comparison_markdown([row])
+    assert f"| {np.mean(scores):.1f} ± " in table and "| 60.0 ± 4.1 (2x2) |" in table
+    assert "| 42.0 ± 2.0 (1x2) | - | 60.0" in table  # BC, no IQL, then TT
+    (csv_row,) = list(csv.DictReader(comparison_csv([row]).splitlines()))
+    assert (
+        float(csv_row["bc_mean"]) == 42.0
+        and csv_row["iql_mean"] == ""
+        and csv_row["paper_bc"] == "63.9"
+    )
+    assert plot_comparison([row], tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

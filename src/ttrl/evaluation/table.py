@@ -26,9 +26,10 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,9 +53,24 @@ PAPER_TT_QUANTILE: dict[str, tuple[float, float]] = {
 }
 
 TT_AGENT = "tt"  # the agent of a results.json that names none: the Trajectory Transformer
+# The same table's BC column (D4RL v2; no standard error is given).
+PAPER_BC: dict[str, float] = {
+    "halfcheetah-medium-expert": 59.9,
+    "hopper-medium-expert": 79.6,
+    "walker2d-medium-expert": 36.6,
+    "halfcheetah-medium": 43.1,
+    "hopper-medium": 63.9,
+    "walker2d-medium": 77.3,
+    "halfcheetah-medium-replay": 4.3,
+    "hopper-medium-replay": 27.6,
+    "walker2d-medium-replay": 36.9,
+}
+COMPARED_AGENTS = ("bc", "iql", TT_AGENT)  # the comparison table's agent columns, in order
 REPORT_MD = "report.md"
 REPORT_CSV = "report.csv"
 REPORT_PNG = "report.png"
+COMPARISON_CSV = "comparison.csv"
+COMPARISON_PNG = "comparison.png"
 
 COLUMN_NOTES = (
     "all episodes: mean ± standard error of the normalised score over every episode of every seed "
@@ -307,13 +323,166 @@ def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
     return save_png(fig, path)
 
 
-def write_report(rows: Sequence[DatasetRow], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write report.md, report.csv and report.png into ``out_dir``."""
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One dataset: its own average score, every agent's row, and the paper's TT and BC."""
+
+    dataset: str
+    data_mean: float | None
+    data_se: float | None
+    data_episodes: int | None
+    agents: dict[str, DatasetRow]
+    paper_tt: tuple[float, float] | None
+    paper_bc: float | None
+
+
+def compare(
+    rows: Sequence[DatasetRow], data_score: Callable[[str], Any] | None = None
+) -> list[ComparisonRow]:
+    """One row per dataset with each agent's summary side by side.
+
+    ``data_score(dataset)`` gives the dataset's own average (a :class:`ttrl.data.summary.DatasetScore`;
+    default: computed from the dataset on disk); a dataset that is not on disk gets ``-`` and a
+    warning.
+    """
+    if data_score is None:
+        from ttrl.data.summary import dataset_score as data_score
+    by_dataset: dict[str, dict[str, DatasetRow]] = defaultdict(dict)
+    for row in rows:
+        by_dataset[row.dataset][row.agent] = row
+    compared = []
+    for dataset, agents in by_dataset.items():
+        try:
+            score = data_score(dataset)
+        except TtrlError as err:
+            warnings.warn(f"{dataset}: no data average ({err})", stacklevel=2)
+            score = None
+        name = paper_dataset(dataset) or ""
+        compared.append(
+            ComparisonRow(
+                dataset=dataset,
+                data_mean=getattr(score, "normalized_mean", None),
+                data_se=getattr(score, "normalized_se", None),
+                data_episodes=getattr(score, "n_episodes", None),
+                agents=agents,
+                paper_tt=PAPER_TT_QUANTILE.get(name),
+                paper_bc=PAPER_BC.get(name),
+            )
+        )
+    return compared
+
+
+def _agent_cell(row: DatasetRow | None) -> str:
+    if row is None:
+        return "-"
+    return f"{format_score(row.episode_mean, row.episode_se)} ({row.n_seeds}x{row.n_episodes // max(row.n_seeds, 1)})"
+
+
+def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
+    """The comparison as Markdown: data average, BC, IQL and TT on the same data, then the paper."""
+    lines = [
+        "| dataset | data average | BC | IQL | TT (ours) | TT paper (D4RL v2) | BC paper (D4RL v2) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        data = format_score(row.data_mean, row.data_se) if row.data_mean is not None else "-"
+        cells = [_agent_cell(row.agents.get(agent)) for agent in COMPARED_AGENTS]
+        paper_tt = format_score(*row.paper_tt) if row.paper_tt else "-"
+        paper_bc = f"{row.paper_bc:.1f}" if row.paper_bc is not None else "-"
+        lines.append(f"| {row.dataset} | {data} | {' | '.join(cells)} | {paper_tt} | {paper_bc} |")
+    return "\n".join(lines) + "\n\n" + COMPARISON_NOTES + "\n"
+
+
+COMPARISON_NOTES = (
+    "Scores are normalised (D4RL references); agents: mean ± standard error over every episode of "
+    "every seed (seeds x episodes per seed in brackets). data average: the dataset's own whole "
+    "episodes. The paper's columns are Janner et al. 2021, Table 1, on D4RL v2 data: other data "
+    "than ttrl's locally made datasets, so they are a reference, not a target."
+)
+
+
+def comparison_csv(rows: Sequence[ComparisonRow]) -> str:
+    """The comparison as CSV, one row per dataset (empty cells where there is no number)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = ["dataset", "data_mean", "data_se", "data_episodes"]
+    for agent in COMPARED_AGENTS:
+        header += [f"{agent}_mean", f"{agent}_se", f"{agent}_seeds", f"{agent}_episodes"]
+    writer.writerow([*header, "paper_tt_mean", "paper_tt_se", "paper_bc"])
+    for row in rows:
+        cells: list[Any] = [row.dataset, row.data_mean, row.data_se, row.data_episodes]
+        for agent in COMPARED_AGENTS:
+            a = row.agents.get(agent)
+            cells += [a.episode_mean, a.episode_se, a.n_seeds, a.n_episodes] if a else [None] * 4
+        cells += [*(row.paper_tt or (None, None)), row.paper_bc]
+        writer.writerow(["" if _missing(c) else c for c in cells])
+    return buffer.getvalue()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+def plot_comparison(rows: Sequence[ComparisonRow], path: str | os.PathLike) -> Path:
+    """Grouped bars per dataset: data average, BC, IQL, TT (mean ± se), the paper's TT hatched."""
+    plt = pyplot()
+    series = [("data average", lambda r: (r.data_mean, r.data_se))]
+    for agent, label in (("bc", "BC"), ("iql", "IQL"), (TT_AGENT, "TT (ours)")):
+        series.append(
+            (
+                label,
+                lambda r, a=agent: (
+                    (r.agents[a].episode_mean, r.agents[a].episode_se)
+                    if a in r.agents
+                    else (None, None)
+                ),
+            )
+        )
+    series.append(("TT paper (D4RL v2)", lambda r: r.paper_tt or (None, None)))
+    x = np.arange(len(rows))
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(rows) + 2), 4.5))
+    for i, (label, value) in enumerate(series):
+        means, errors, where = [], [], []
+        for j, row in enumerate(rows):
+            mean, se = value(row)
+            if mean is not None:
+                where.append(j + (i - (len(series) - 1) / 2) * width)
+                means.append(mean)
+                errors.append(se if se is not None and math.isfinite(se) else 0.0)
+        if means:
+            hatch = "//" if "paper" in label else None
+            ax.bar(where, means, width, yerr=errors, capsize=2, label=label, hatch=hatch)
+    ax.set_xticks(x)
+    ax.set_xticklabels([r.dataset for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("normalised score")
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def write_report(
+    rows: Sequence[DatasetRow],
+    out_dir: str | os.PathLike,
+    comparison: Sequence[ComparisonRow] | None = None,
+) -> dict[str, Path]:
+    """Write report.md, report.csv and report.png into ``out_dir`` (and, with ``comparison``,
+    its table in report.md and comparison.csv / comparison.png)."""
     out_dir = Path(out_dir)
+    markdown = to_markdown(rows)
+    written = {}
+    if comparison:
+        markdown = comparison_markdown(comparison) + "\n" + markdown
+        written["comparison_csv"] = atomic_write_text(
+            out_dir / COMPARISON_CSV, comparison_csv(comparison)
+        )
+        written["comparison_plot"] = plot_comparison(comparison, out_dir / COMPARISON_PNG)
     return {
-        "markdown": atomic_write_text(out_dir / REPORT_MD, to_markdown(rows)),
+        "markdown": atomic_write_text(out_dir / REPORT_MD, markdown),
         "csv": atomic_write_text(out_dir / REPORT_CSV, to_csv(rows)),
         "plot": plot_table(rows, out_dir / REPORT_PNG),
+        **written,
     }
 
 

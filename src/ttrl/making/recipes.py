@@ -249,13 +249,12 @@ def level_dataset_summary(name: str, time_limit: int = 1000) -> dict[str, Any]:
     """
     from ttrl.data.loading import load_transitions
     from ttrl.data.registry import minari_dataset_dir, resolve_dataset
+    from ttrl.data.summary import episode_returns
 
     spec = resolve_dataset(name, source="ttrl")
     data = load_transitions(spec)
+    returns, whole = episode_returns(data, time_limit)
     ends = np.flatnonzero(data.terminals | data.timeouts)
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    returns = np.add.reduceat(data.rewards.astype(np.float64), starts)
-    whole = data.terminals[ends] | (ends - starts + 1 >= time_limit)
     folder = minari_dataset_dir(spec.minari_id)
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     return {

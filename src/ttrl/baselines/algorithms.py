@@ -8,21 +8,25 @@ dataclass, e.g. :class:`~ttrl.baselines.BCConfig`: defaults, ``validate()``, and
   :class:`~ttrl.baselines.BaselineModule`: everything trained and checkpointed) has its
   normalisers fitted on the training transitions;
 - ``loss(batch)``: the scalar training loss of a :class:`~ttrl.baselines.data.TransitionBatch`;
-- ``act(observations)``: ``[B, S]`` observations -> float32 ``[B, A]`` actions for ``env.step``.
+- ``act(observations)``: ``[B, S]`` observations -> float32 ``[B, A]`` actions for ``env.step``;
+- optionally ``after_step()``: called after every optimiser step (IQL's target-network update);
+  whatever it changes must live in ``model``'s state dict, so that a resumed run stays exact.
 
 The runner owns everything else (optimiser, checkpoints, resume, logging, evaluation), so a new
-baseline is one class here plus its entry in :data:`ALGORITHMS`.
+baseline is one class here plus its entry in :data:`ALGORITHMS`. The optimiser steps the model's
+parameters that require gradients (IQL's target critics do not).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import numpy as np
 import torch
 
 from ttrl.baselines.bc import BCConfig, BCPolicy, fitted_bc_policy
 from ttrl.baselines.data import TransitionBatch
+from ttrl.baselines.iql import IQLConfig, IQLModel, fitted_iql
 from ttrl.baselines.mlp import ArrayLike, BaselineModule
 from ttrl.errors import TtrlError
 
@@ -67,12 +71,7 @@ class BehaviorCloning:
         cls, observation_dim: int, action_dim: int, config: BCConfig, train: TransitionBatch
     ) -> BehaviorCloning:
         policy = fitted_bc_policy(train.observations, train.actions, config)
-        if (policy.observation_dim, policy.action_dim) != (observation_dim, action_dim):
-            raise TtrlError(
-                f"training transitions have dims ({policy.observation_dim}, {policy.action_dim}), "
-                f"expected ({observation_dim}, {action_dim})"
-            )
-        return cls(policy)
+        return cls(checked_dims(policy, observation_dim, action_dim))
 
     def loss(self, batch: TransitionBatch) -> torch.Tensor:
         return self.model.loss(batch.observations, batch.actions)
@@ -81,8 +80,51 @@ class BehaviorCloning:
         return self.model.act(observations)
 
 
+class ImplicitQLearning:
+    """``algo=iql``: an :class:`~ttrl.baselines.iql.IQLModel` (twin Q, V, Gaussian actor), its
+    target critics Polyak-averaged after every step.
+
+    Its action bounds are the training actions' per-dimension min/max, as BC's.
+    """
+
+    name: ClassVar[str] = "iql"
+    config_class: ClassVar[type] = IQLConfig
+
+    def __init__(self, model: IQLModel) -> None:
+        self.model = model
+
+    @classmethod
+    def build(
+        cls, observation_dim: int, action_dim: int, config: IQLConfig, train: TransitionBatch
+    ) -> ImplicitQLearning:
+        return cls(checked_dims(fitted_iql(train, config), observation_dim, action_dim))
+
+    def loss(self, batch: TransitionBatch) -> torch.Tensor:
+        return self.model.loss(batch)
+
+    def after_step(self) -> None:
+        """The target critics' Polyak step."""
+        self.model.update_targets()
+
+    def act(self, observations: ArrayLike) -> np.ndarray:
+        return self.model.act(observations)
+
+
+M = TypeVar("M", bound=BaselineModule)
+
+
+def checked_dims(model: M, observation_dim: int, action_dim: int) -> M:
+    """``model``, once its dims (fitted on the training transitions) are the dataset's."""
+    if (model.observation_dim, model.action_dim) != (observation_dim, action_dim):
+        raise TtrlError(
+            f"training transitions have dims ({model.observation_dim}, {model.action_dim}), "
+            f"expected ({observation_dim}, {action_dim})"
+        )
+    return model
+
+
 ALGORITHMS: dict[str, type[BaselineAlgorithm]] = {
-    algorithm.name: algorithm for algorithm in (BehaviorCloning,)
+    algorithm.name: algorithm for algorithm in (BehaviorCloning, ImplicitQLearning)
 }
 
 

@@ -6,9 +6,9 @@ there fails at once), ``checkpoints/last.safetensors`` is written every ``save_i
 the end and on a stop signal, ``metrics.jsonl`` and ``curves.png`` lie beside it, ``.hydra/`` is
 written once the lock and resume checks passed, and starting again in the same run dir resumes
 with the optimiser, the minibatch generator and the RNGs restored, so the weights end bit for bit
-as an uninterrupted run's. The checkpoint is also a plain baseline bundle: ``BCPolicy.load`` reads
-it. After training, ``evaluate.n_episodes`` episodes go to ``<run_dir>/plan/<evaluate.name>/``
-(results.json with ``"agent": <algo>``, results.csv), which ``scripts/report.py`` tabulates.
+as an uninterrupted run's. The checkpoint is also a plain baseline bundle: ``BCPolicy.load`` (or
+``IQLModel.load``) reads it. After training, ``evaluate.n_episodes`` episodes go to
+``<run_dir>/plan/<evaluate.name>/`` (results.json with ``"agent": <algo>``, results.csv), which ``scripts/report.py`` tabulates.
 """
 
 from __future__ import annotations
@@ -152,13 +152,15 @@ class BaselineRun:
         self.val_set = self.data.val.to(self.device) if self.data.val is not None else None
         self.stepper = MinibatchStepper(
             lambda indices: self.agent.loss(self.train_set.take(indices)),
-            self.model.parameters(),
+            [p for p in self.model.parameters() if p.requires_grad],  # not IQL's targets
             n_samples=len(self.train_set),
             batch_size=algo_config.batch_size,
             lr=algo_config.lr,
             weight_decay=algo_config.weight_decay,
             seed=config["seed"],
         )
+        # e.g. IQL's target update; what it changes is in the model's state dict (resume)
+        self.after_step: Callable[[], None] | None = getattr(self.agent, "after_step", None)
         self.total_steps = int(algo_config.steps)
         # the train/loss mean since the last log, kept in the checkpoint so a resumed run logs it
         self.running, self.count = torch.zeros((), device=self.device), 0
@@ -249,6 +251,8 @@ class BaselineRun:
         )
         while self.step < self.total_steps:
             self.running += self.stepper.step()
+            if self.after_step is not None:
+                self.after_step()
             self.count += 1
             step = self.step
             bar.update(1)

@@ -255,6 +255,10 @@ def _run_planning(
         planner_config = planner_config_from(cfg.get("planner"), planner_overrides)
     else:
         planner_config = planner_config_from(run_planner, planner_overrides)
+    if planner_config.objective == "q" and planner_config.q_run:  # learned on the planned data?
+        from ttrl.planning.q_guided import check_q_run_dataset
+
+        check_q_run_dataset(planner_config.q_run or "", inputs.dataset)
     device = resolve_device(cfg.get("device", "auto"))
     data = inputs.train_config.get("data") or cfg.get("data") or {}
     preprocessing = preprocessing_settings(data)  # the value targets' settings, for realised values

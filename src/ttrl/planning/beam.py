@@ -73,9 +73,13 @@ class BeamPlanner:
         self.model = model
         self.discretizer = discretizer
         self.config = config if config is not None else PlannerConfig()
-        self.scorer = scorer if scorer is not None else build_scorer(self.config.objective)
+        self.scorer = (
+            scorer if scorer is not None else build_scorer(self.config.objective, self.config)
+        )
         model_config = model.config
         self.layout = model_config.layout
+        if hasattr(self.scorer, "check_layout"):  # a scorer with a model of its own (a Q network)
+            self.scorer.check_layout(self.layout)
         self.observation_dim = self.layout.observation_dim
         self.action_dim = self.layout.action_dim
         self.transition_dim = self.layout.transition_dim

@@ -45,6 +45,10 @@ class PlannerConfig:
     # the plan scorer by name (ttrl.planning.scorers): "return" (rewards + value), "likelihood"
     # (log-probability: imitation), or one registered with register_scorer
     objective: str = "return"
+    # objective=q: the run dir of scripts/train_q.py whose IQL Q-function scores the plans, and
+    # whether it scores with Q(s_t, a_t) ("q") or V(s_t) ("v") (ttrl.planning.q_guided)
+    q_run: str | None = None
+    q_heuristic: str = "q"
     use_cache: bool = True  # reuse attention keys/values between tokens (same plans, much faster)
 
     def __post_init__(self) -> None:
@@ -73,6 +77,8 @@ class PlannerConfig:
             raise TtrlError(f"planner discount={self.discount!r} must be in (0, 1]")
         if self.objective not in available_scorers():
             build_scorer(self.objective)  # raises the one line naming the choices
+        if self.q_heuristic not in ("q", "v"):
+            raise TtrlError(f"planner q_heuristic={self.q_heuristic!r} is not one of q, v")
 
     def check_fits_model(self, block_size: int, layout: TransitionLayout) -> None:
         """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""

@@ -10,6 +10,9 @@ plan of every environment to the scorer as one :class:`Candidates` batch and kee
 - ``likelihood`` (:class:`LikelihoodScorer`): the log-probability of every token sampled in the
   plan so far, under the unfiltered distributions (imitation).
 
+and one for sparse rewards: ``q`` (:mod:`ttrl.planning.q_guided`), guided by an IQL Q-function
+(``planner.q_run``).
+
 A new scorer is registered by name, from Python (:func:`register_scorer`) or by an installed
 package's entry point in the group ``ttrl.plan_scorers``, and then chosen in config:
 ``planner.objective=<name>``. Names only: a config (which may come from someone else's run dir)
@@ -111,17 +114,29 @@ class LikelihoodScorer:
         return candidates.log_likelihood
 
 
-_SCORERS: dict[str, Callable[[], PlanScorer]] = {
+def _q_guided(settings: Any) -> PlanScorer:
+    from ttrl.planning.q_guided import load_q_scorer  # loads the IQL run named in the settings
+
+    return load_q_scorer(settings)
+
+
+_SCORERS: dict[str, Callable[..., PlanScorer]] = {
     "return": ReturnScorer,
     "likelihood": LikelihoodScorer,
+    "q": _q_guided,
 }
+_TAKE_SETTINGS = {"q"}  # factories called with the planner's settings (the others with nothing)
 
 
-def register_scorer(name: str, factory: Callable[[], PlanScorer]) -> None:
-    """Make ``planner.objective=<name>`` build a scorer with ``factory()``."""
+def register_scorer(
+    name: str, factory: Callable[..., PlanScorer], needs_settings: bool = False
+) -> None:
+    """Make ``planner.objective=<name>`` build a scorer with ``factory()`` (``factory(settings)``,
+    the :class:`~ttrl.planning.PlannerConfig`, with ``needs_settings``)."""
     if not name or not isinstance(name, str):
         raise TtrlError(f"a scorer needs a non-empty name, got {name!r}")
     _SCORERS[name] = factory
+    (_TAKE_SETTINGS.add if needs_settings else _TAKE_SETTINGS.discard)(name)
 
 
 def _load_entry_points() -> None:
@@ -137,8 +152,9 @@ def available_scorers() -> tuple[str, ...]:
     return tuple(_SCORERS)
 
 
-def build_scorer(name: str) -> PlanScorer:
-    """The scorer registered as ``name``; one line naming the choices when there is none."""
+def build_scorer(name: str, settings: Any = None) -> PlanScorer:
+    """The scorer registered as ``name`` (given ``settings`` if it asks for them); one line naming
+    the choices when there is none."""
     if name not in _SCORERS:
         _load_entry_points()
     if name not in _SCORERS:
@@ -147,7 +163,7 @@ def build_scorer(name: str) -> PlanScorer:
             f"register a scorer with ttrl.planning.register_scorer or the "
             f"{ENTRY_POINT_GROUP!r} entry point group)"
         )
-    scorer = _SCORERS[name]()
+    scorer = _SCORERS[name](settings) if name in _TAKE_SETTINGS else _SCORERS[name]()
     if not isinstance(scorer, PlanScorer):
         raise TtrlError(
             f"scorer {name!r} has no score(candidates) method and uses_likelihood attribute; "

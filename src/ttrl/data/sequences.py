@@ -103,8 +103,7 @@ class TokenDataset:
                 f"the dataset has {len(lengths)} episodes of 1 step, too few for one training window; "
                 f"use a dataset with longer episodes"
             )
-        stored = lengths + sequence_length - 1
-        token_starts = np.concatenate([[0], np.cumsum(stored)[:-1]])
+        stored, token_starts = stored_episode_rows(lengths, sequence_length)
         tokens = _padded_tokens(trajectories, discretizer, token_starts, int(stored.sum()))
         position = _positions_within(stored)
         episode_of_row = np.repeat(np.arange(len(lengths)), stored)
@@ -226,6 +225,13 @@ class TokenDataset:
             f"TokenDataset(windows={len(self)}, sequence_length={self.sequence_length}, "
             f"transition_dim={self.transition_dim}, n_bins={self.n_bins}, device={self.device})"
         )
+
+
+def stored_episode_rows(lengths: np.ndarray, sequence_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows each episode takes (its steps, then ``sequence_length - 1`` padding rows) and
+    the first of them, for episodes of ``lengths`` stored one after another."""
+    stored = lengths + sequence_length - 1
+    return stored, np.concatenate([[0], np.cumsum(stored)[:-1]])
 
 
 def token_dtype(n_bins: int) -> np.dtype:

@@ -1,4 +1,11 @@
-"""The Trajectory Transformer's hyperparameters, with the field names of the HuggingFace format."""
+"""The Trajectory Transformer's hyperparameters, with the field names of the HuggingFace format.
+
+``goal_dim`` (ttrl's own field, 0 by default) makes the model goal-conditioned: ``goal_dim`` goal
+tokens precede every sequence (see :mod:`ttrl.model.transformer`). A model without a goal writes
+exactly the fields it wrote before (``goal_dim`` is left out of :meth:`to_dict`), so its bundles
+and HuggingFace directories are unchanged; HuggingFace's format has no goal, so a goal model has
+no HuggingFace config.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +53,8 @@ class TrajectoryTransformerConfig:
     embd_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     attn_pdrop: float = 0.1
+    # goal tokens before every sequence (0: not goal-conditioned); block_size counts them too
+    goal_dim: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +73,12 @@ class TrajectoryTransformerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise TtrlError(f"model config {name}={value!r} must be a positive integer")
+        check_goal_dim(self.goal_dim)
+        if self.block_size <= self.goal_dim:
+            raise TtrlError(
+                f"model config block_size={self.block_size} leaves no trajectory token after the "
+                f"goal_dim={self.goal_dim} goal tokens; build it with for_dims(..., goal_dim=...)"
+            )
         expected_transition_dim = self.layout.transition_dim
         if self.transition_dim != expected_transition_dim:
             raise TtrlError(
@@ -84,9 +99,11 @@ class TrajectoryTransformerConfig:
     def for_dims(
         cls, observation_dim: int, action_dim: int, sequence_length: int = 10, **overrides: Any
     ) -> TrajectoryTransformerConfig:
-        """Config for an environment's sizes, with a block of ``sequence_length`` transitions - 1 token."""
+        """Config for an environment's sizes, with a block of ``sequence_length`` transitions - 1 token
+        (after the goal's ``goal_dim`` tokens, when ``overrides`` set it)."""
         n_bins = overrides.get("vocab_size", cls.vocab_size)
-        layout = TransitionLayout(observation_dim, action_dim, n_bins)
+        goal_dim = check_goal_dim(overrides.get("goal_dim", cls.goal_dim))
+        layout = TransitionLayout(observation_dim, action_dim, n_bins, prefix_length=goal_dim)
         return cls(
             observation_dim=observation_dim,
             action_dim=action_dim,
@@ -97,8 +114,10 @@ class TrajectoryTransformerConfig:
 
     @property
     def layout(self) -> TransitionLayout:
-        """Where each token of this model's sequences sits."""
-        return TransitionLayout(self.observation_dim, self.action_dim, self.vocab_size)
+        """Where each token of this model's sequences sits (the goal is the layout's prefix)."""
+        return TransitionLayout(
+            self.observation_dim, self.action_dim, self.vocab_size, prefix_length=self.goal_dim
+        )
 
     @property
     def stop_token(self) -> int:
@@ -106,8 +125,14 @@ class TrajectoryTransformerConfig:
         return self.layout.stop_token
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields (what checkpoint bundles store as ``model_config``)."""
-        return dataclasses.asdict(self)
+        """Plain dict of the fields (what checkpoint bundles store as ``model_config``).
+
+        ``goal_dim`` appears only when it is set, so models without a goal keep their old format.
+        """
+        fields = dataclasses.asdict(self)
+        if not self.goal_dim:
+            del fields["goal_dim"]
+        return fields
 
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> TrajectoryTransformerConfig:
@@ -116,7 +141,17 @@ class TrajectoryTransformerConfig:
         return cls(**{key: value for key, value in fields.items() if key in known})
 
     def to_hf_dict(self, torch_dtype: str = "float32") -> dict[str, Any]:
-        """The config.json content that transformers' TrajectoryTransformerModel reads."""
+        """The config.json content that transformers' TrajectoryTransformerModel reads.
+
+        Raises:
+            TtrlError: a goal-conditioned config (HuggingFace's model has no goal).
+        """
+        if self.goal_dim:
+            raise TtrlError(
+                f"a goal-conditioned model (goal_dim={self.goal_dim}) has no HuggingFace format "
+                f"(transformers' TrajectoryTransformerModel has no goal); save it with "
+                f"save_pretrained(directory) as a ttrl bundle"
+            )
         return {
             "architectures": ["TrajectoryTransformerModel"],
             "model_type": HF_MODEL_TYPE,
@@ -125,3 +160,10 @@ class TrajectoryTransformerConfig:
             "torch_dtype": torch_dtype,
             "transformers_version": "4.30.0",
         }
+
+
+def check_goal_dim(goal_dim: object) -> int:
+    """``goal_dim`` if it is an integer >= 0, else one :class:`TtrlError` line."""
+    if isinstance(goal_dim, bool) or not isinstance(goal_dim, int) or goal_dim < 0:
+        raise TtrlError(f"model config goal_dim={goal_dim!r} must be an integer >= 0 (0: no goal)")
+    return goal_dim

@@ -6,6 +6,25 @@ predicted by the head of dimension ``p mod T``, and no query ever attends to a v
 key/value cache these position-dependent parts continue at the cached length, so cached decoding gives
 the same logits as running the whole sequence at once.
 
+**Goal-conditioned model** (``config.goal_dim = G > 0``; the released code's ``ConditionalGPT``, as
+one model). The sequence is the goal's ``G`` tokens (the discretised goal, one token per goal dim,
+bins ``0 .. N-1``), then the trajectory; every position, dim, mask and loss weight comes from
+:class:`~ttrl.layout.TransitionLayout` with ``prefix_length = G``:
+
+- goal token ``i`` is embedded at row ``id + i * N`` of its own table ``goal_emb`` and gets no
+  position embedding; trajectory tokens sit at positions ``G, G+1, ...`` (their dim is
+  ``(p - G) mod T``, their position embedding ``pos_emb[p]``: rows ``0 .. G-1`` of ``pos_emb``
+  belong to the goal's positions and are never read);
+- attention: goal tokens are causal among themselves and every trajectory token sees the whole goal;
+  the value-key mask hides trajectory value tokens only, at positions ``G + T - 1 + kT`` (the
+  released code's mask ``T-1::T`` forgets the offset);
+- :meth:`TrajectoryTransformer.forward` takes the goal as ``goals=[B, G]`` tokens beside the
+  trajectory tokens and returns logits of the trajectory tokens only (goal outputs are dropped), so
+  ``targets``, the loss mask and the logits line up exactly as without a goal and the loss covers
+  the trajectory only. The goal is fed with the first chunk; a cache then holds it, so later chunks
+  pass no goal. Internally (:meth:`TrajectoryTransformer.run`, the attention caches) the goal is
+  simply the first ``G`` positions of the sequence.
+
 Parameter names follow the HuggingFace ``TrajectoryTransformerModel``, so state dicts map one to one,
 and so does ``forward``: its arguments, ``output_hidden_states`` / ``output_attentions`` and the tuple
 that ``return_dict=False`` gives have HF's meaning and order. Attention is
@@ -27,6 +46,7 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ttrl.errors import TtrlError
+from ttrl.layout import ACTION, KIND_NAMES, OBSERVATION, REWARD, VALUE
 from ttrl.model.config import TrajectoryTransformerConfig
 
 # One (key, value) pair per layer, each [B, n_head, L_past, n_embd // n_head].
@@ -268,14 +288,15 @@ class DimensionHeads(nn.Module):
         for weight in self.weight.data:
             nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
-    def forward(self, x: Tensor, start: int) -> Tensor:
-        """Logits ``[B, L, N+1]`` for hidden states ``x [B, L, d]`` at positions ``start, start+1, ...``."""
+    def forward(self, x: Tensor, first_dim: int) -> Tensor:
+        """Logits ``[B, L, N+1]`` for hidden states ``x [B, L, d]`` of consecutive trajectory tokens,
+        the first of transition dim ``first_dim`` (the layout's dim of its position)."""
         batch, length, d = x.shape
         n_dims = self.weight.shape[0]
         if length == 1:  # the decoding step: a single head
-            return F.linear(x, self.weight[start % n_dims])
+            return F.linear(x, self.weight[first_dim])
         # Pad to whole transitions so every head sees one row per transition: [T, B*K, d] @ [T, d, N+1].
-        front = start % n_dims
+        front = first_dim
         back = -(front + length) % n_dims
         padded = F.pad(x, (0, 0, front, back))
         per_dim = padded.view(-1, n_dims, d).transpose(0, 1)
@@ -292,6 +313,12 @@ class TrajectoryTransformer(nn.Module):
                                                                   transition_dim=16, block_size=159))
         out = model(tokens, targets=targets, attention_mask=loss_mask)   # out.loss, out.logits
         step = model(first_tokens, use_cache=True)                       # then feed one token at a time:
+        step = model(next_token, past_key_values=step.past_key_values, use_cache=True)
+
+    A goal-conditioned model (``goal_dim = G``) takes the goal with the first chunk::
+
+        out = model(tokens, goals=goal_tokens, targets=targets, attention_mask=loss_mask)
+        step = model(first_tokens, goals=goal_tokens, use_cache=True)     # the cache holds the goal
         step = model(next_token, past_key_values=step.past_key_values, use_cache=True)
     """
 
@@ -312,6 +339,11 @@ class TrajectoryTransformer(nn.Module):
         self.head = DimensionHeads(config)
         self._register_position_tables()
         self.apply(self._init_weights)
+        # Created and initialised last, so that the other weights of a goal model start as those
+        # of a plain model from the same seed; a model without a goal has no such table.
+        if config.goal_dim:
+            self.goal_emb = nn.Embedding(n_bins * config.goal_dim, config.n_embd)
+            self._init_weights(self.goal_emb)
 
     def _register_position_tables(self) -> None:
         """Position-dependent constants, built once; forward slices them at the absolute positions."""
@@ -319,13 +351,19 @@ class TrajectoryTransformer(nn.Module):
         layout = config.layout
         positions = torch.arange(config.block_size)
         dims = layout.dims(positions)
-        self.register_buffer("token_offsets", dims * config.vocab_size, persistent=False)
-        # allowed[q, k]: causal, and value-token keys are hidden from every query (itself included).
+        # Row block of each position's embedding table: its transition dim, or in the goal (dim -1)
+        # its goal dim, which is its position.
+        table_dims = torch.where(dims >= 0, dims, positions)
+        self.register_buffer("token_offsets", table_dims * config.vocab_size, persistent=False)
+        # allowed[q, k]: causal, and value-token keys are hidden from every query (itself included);
+        # the goal's keys are never value keys, so every later token sees the whole goal.
         self.register_buffer("allowed", layout.attention_mask(config.block_size), persistent=False)
-        # Weight of the target at position p, i.e. of the token at p + 1.
-        kind_weights = torch.tensor(
-            [1.0, config.action_weight, config.reward_weight, config.value_weight]
-        )
+        # Weight of the target at position p, i.e. of the token at p + 1; goal targets weigh 0.
+        kind_weights = torch.zeros(len(KIND_NAMES))
+        kind_weights[OBSERVATION] = 1.0
+        kind_weights[ACTION] = config.action_weight
+        kind_weights[REWARD] = config.reward_weight
+        kind_weights[VALUE] = config.value_weight
         self.register_buffer(
             "loss_weights", kind_weights[layout.kinds(positions + 1)], persistent=False
         )
@@ -365,6 +403,11 @@ class TrajectoryTransformer(nn.Module):
     def stop_token(self) -> int:
         return self.config.stop_token
 
+    @property
+    def goal_dim(self) -> int:
+        """Goal tokens before every sequence (0: not goal-conditioned)."""
+        return self.config.goal_dim
+
     def num_parameters(self) -> int:
         """Number of parameters."""
         return sum(p.numel() for p in self.parameters())
@@ -391,13 +434,16 @@ class TrajectoryTransformer(nn.Module):
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        goals: Tensor | None = None,
     ) -> TrajectoryTransformerOutput | tuple[Any, ...]:
         """Logits (and the loss) for token ids ``trajectories [B, L]``; HF's signature and outputs.
 
         Args:
             trajectories: bin ids in ``[0, N]`` (``N`` = stop token), starting at position
-                ``past_length(past_key_values)`` of a sequence that starts at a transition boundary.
-            past_key_values: the cache returned by an earlier call with ``use_cache=True``.
+                ``past_length(past_key_values)`` of a sequence that starts at a transition boundary
+                (after the goal, for a goal-conditioned model).
+            past_key_values: the cache returned by an earlier call with ``use_cache=True`` (for a
+                goal model it holds the goal: its length counts the ``G`` goal tokens).
             targets: ``[B, L]`` next-token ids; when given, the loss is computed.
             attention_mask: the LOSS mask ``[B, L]`` or ``[B, L, 1]`` (1 = counts); attention itself is
                 never masked beyond causality and the value tokens. None = all positions count.
@@ -406,6 +452,13 @@ class TrajectoryTransformer(nn.Module):
             output_hidden_states: return the embeddings and every block's output.
             return_dict: False returns the tuple of set fields ``(loss, logits, past_key_values,
                 hidden_states, attentions)``, as transformers does (None = True).
+            goals: ``[B, G]`` goal tokens (bins of the goal discretiser), required by a
+                goal-conditioned model with the first chunk (no cache yet) and refused otherwise.
+                Logits, loss and targets cover ``trajectories`` only; ``hidden_states`` and
+                ``attentions`` cover every fed token, the goal's first.
+
+        Raises:
+            TtrlError: a goal missing, of the wrong shape or dtype, or given where none is taken.
         """
         if past_key_values is not None and not isinstance(past_key_values, (tuple, list)):
             raise TtrlError(
@@ -414,11 +467,14 @@ class TrajectoryTransformer(nn.Module):
             )
         checkpointing = self.gradient_checkpointing and self.training
         use_cache = bool(use_cache) and not checkpointing
-        cache = PastKeyValuesCache(self.allowed, past_key_values, keep=use_cache)
-        out = self.run(trajectories, cache, bool(output_attentions), bool(output_hidden_states))
-        x, hidden, maps = out
         start = past_length(past_key_values)
-        logits = self.head(self.ln_f(x), start)
+        sequence = self._with_goal(trajectories, goals, start)
+        fed_goal = sequence.shape[1] - trajectories.shape[1]
+        cache = PastKeyValuesCache(self.allowed, past_key_values, keep=use_cache)
+        out = self.run(sequence, cache, bool(output_attentions), bool(output_hidden_states))
+        x, hidden, maps = out
+        start += fed_goal  # the first trajectory token's position
+        logits = self.head_logits(x[:, fed_goal:] if fed_goal else x, start)
         loss = (
             None if targets is None else self._weighted_loss(logits, targets, attention_mask, start)
         )
@@ -431,6 +487,58 @@ class TrajectoryTransformer(nn.Module):
         )
         return output if return_dict is None or return_dict else output.to_tuple()
 
+    def _with_goal(self, trajectories: Tensor, goals: Tensor | None, start: int) -> Tensor:
+        """The tokens to feed: the goal then ``trajectories`` when the sequence starts here."""
+        goal_dim = self.config.goal_dim
+        if not goal_dim:
+            if goals is not None:
+                raise TtrlError(
+                    "this model has goal_dim=0 and takes no goals; pass goals=... only to a "
+                    "goal-conditioned model (model.goal_dim > 0)"
+                )
+            return trajectories
+        if start >= goal_dim:  # the cache holds the goal already
+            if goals is not None:
+                raise TtrlError(
+                    f"past_key_values already holds the goal ({start} cached tokens); pass goals=... "
+                    f"only with the first chunk"
+                )
+            return trajectories
+        if start:
+            raise TtrlError(
+                f"past_key_values holds {start} tokens, part of the goal's {goal_dim}; start the "
+                f"cache with model(first_tokens, goals=goals, use_cache=True)"
+            )
+        if goals is None:
+            raise TtrlError(
+                f"a goal-conditioned model needs goals=... : [batch, goal_dim] = "
+                f"[{trajectories.shape[0]}, {goal_dim}] goal tokens (the goal discretizer's bins)"
+            )
+        if tuple(goals.shape) != (trajectories.shape[0], goal_dim) or goals.is_floating_point():
+            raise TtrlError(
+                f"goals must be integer tokens of shape [batch, goal_dim] = "
+                f"[{trajectories.shape[0]}, {goal_dim}], got {goals.dtype} {list(goals.shape)}; "
+                f"encode the goal with the goal discretizer"
+            )
+        return torch.cat((goals.to(trajectories.device, trajectories.dtype), trajectories), dim=1)
+
+    def head_logits(self, hidden: Tensor, start: int) -> Tensor:
+        """Logits ``[B, L, N+1]`` of the last block's outputs ``hidden [B, L, d]`` (before ``ln_f``)
+        of trajectory tokens at positions ``start, start+1, ...``; each takes its dim's head.
+
+        Raises:
+            TtrlError: ``start`` is a goal position (goal outputs predict nothing).
+        """
+        goal_dim = self.config.goal_dim
+        if start < goal_dim:
+            raise TtrlError(
+                f"position {start} is in the goal (goal_dim={goal_dim}); only trajectory tokens "
+                f"have logits"
+            )
+        # TransitionLayout.dims on the host, written out: indexing a table by the position would
+        # make torch.compile specialise on (and recompile for) every decoding position.
+        return self.head(self.ln_f(hidden), (start - goal_dim) % self.config.transition_dim)
+
     def run(
         self,
         trajectories: Tensor,
@@ -441,7 +549,11 @@ class TrajectoryTransformer(nn.Module):
     ) -> tuple[Tensor, tuple[Tensor, ...] | None, tuple[Tensor, ...] | None]:
         """The blocks over ``trajectories [B, L]`` at positions ``cache.length ...``, keys/values
         kept and attention run by ``cache``; returns the hidden states before ``ln_f`` (the last
-        token's only with ``last_only``), and the hidden states and maps when asked for."""
+        token's only with ``last_only``), and the hidden states and maps when asked for.
+
+        Positions are those of the whole sequence: for a goal model, tokens at positions below
+        ``goal_dim`` are goal tokens (any chunking of goal and trajectory works).
+        """
         length = trajectories.shape[1]
         start = cache.length
         end = start + length
@@ -450,12 +562,7 @@ class TrajectoryTransformer(nn.Module):
                 f"sequence of {end} tokens ({start} cached + {length} new) exceeds the model's "
                 f"block_size {self.config.block_size}; crop the context to whole transitions"
             )
-        tokens = torch.where(
-            trajectories == self.config.vocab_size,
-            self.config.vocab_size * self.config.transition_dim,
-            trajectories + self.token_offsets[start:end],
-        )
-        x = self.drop(self.tok_emb(tokens) + self.pos_emb[:, start:end])
+        x = self.drop(self._embed(trajectories, start, end))
         cache.start_chunk(torch.arange(start, end, device=trajectories.device))
         checkpointing = self.gradient_checkpointing and self.training
         hidden, maps = [], []
@@ -479,6 +586,23 @@ class TrajectoryTransformer(nn.Module):
             tuple(hidden) if output_hidden_states else None,
             tuple(maps) if output_attentions else None,
         )
+
+    def _embed(self, tokens: Tensor, start: int, end: int) -> Tensor:
+        """Embeddings ``[B, L, d]`` of the tokens at positions ``start .. end - 1``."""
+        goal_end = min(max(self.config.goal_dim, start), end)  # the chunk's goal tokens end here
+        goal = None
+        if goal_end > start:  # the goal: its own table, no position embedding
+            goal = self.goal_emb(tokens[:, : goal_end - start] + self.token_offsets[start:goal_end])
+            if goal_end == end:
+                return goal
+            tokens, start = tokens[:, goal_end - start :], goal_end
+        ids = torch.where(
+            tokens == self.config.vocab_size,
+            self.config.vocab_size * self.config.transition_dim,
+            tokens + self.token_offsets[start:end],
+        )
+        x = self.tok_emb(ids) + self.pos_emb[:, start:end]
+        return x if goal is None else torch.cat((goal, x), dim=1)
 
     def _weighted_loss(
         self, logits: Tensor, targets: Tensor, loss_mask: Tensor | None, start: int
@@ -509,7 +633,14 @@ class TrajectoryTransformer(nn.Module):
         return model.eval()
 
     def save_pretrained(self, directory: str | os.PathLike, hf_format: bool = False) -> Path:
-        """Save ``directory/ttrl_model.safetensors`` (a ttrl bundle), or HuggingFace's layout."""
+        """Save ``directory/ttrl_model.safetensors`` (a ttrl bundle), or HuggingFace's layout.
+
+        Raises:
+            TtrlError: ``hf_format`` for a goal-conditioned model (HuggingFace's format has no goal).
+        """
         from ttrl.model.pretrained import save_model
+
+        if hf_format:
+            self.config.to_hf_dict()  # refuses a goal model before anything is written
 
         return save_model(self, directory, hf_format=hf_format)

@@ -17,7 +17,9 @@ products, with its own bookkeeping:
   keys/values (grouped per parent, one batched product) and only their new tokens are stored per
   candidate, until the best candidates are kept and become the new beams;
 - value-token keys are never attended to by any query (the model's attention mask), so they are not
-  stored at all; the only mask left is causality inside a multi-token chunk.
+  stored at all; the only mask left is causality inside a multi-token chunk;
+- a goal-conditioned model's goal is the first ``G`` window positions, fed with the window's prefix
+  part and shared per environment like it; the window's crop never removes it.
 
 Logits equal the model's up to floating-point summation order (the planner built on this decoder is
 tested against the plain algorithm in float64).
@@ -38,9 +40,10 @@ class CachedDecoder:
     """Keys/values of one window (positions counted from its start) for up to ``max_rows`` beams.
 
     Use: :meth:`reset` at a new window start, :meth:`feed` the prefix part once per environment
-    (``[n_env, L]``) and :meth:`share` it, then :meth:`feed` each beam's tokens (``[rows, L]``,
-    environment-major: rows of environment ``e`` are ``e * rows/n_env ...``), and
-    :meth:`select_rows` when beams are repeated or reordered.
+    (``[n_env, L]``; a goal model's goal tokens first) and :meth:`share` it, then :meth:`feed` each
+    beam's tokens (``[rows, L]``, environment-major: rows of environment ``e`` are
+    ``e * rows/n_env ...``), and :meth:`select_rows` when beams are repeated or reordered.
+    ``max_window`` counts trajectory tokens; the goal's ``G`` slots come on top.
     """
 
     def __init__(self, model: Any, n_env: int, max_rows: int, max_window: int) -> None:
@@ -54,6 +57,7 @@ class CachedDecoder:
         parameter = next(model.parameters())
         options = dict(dtype=parameter.dtype, device=parameter.device)
         n_layer = len(model.blocks)
+        max_window += self.layout.prefix_length  # the goal's slots, never cropped
         own_shape = (2, n_layer, 2, max_rows, self.n_head, max_window, self.head_dim)
         # own[buffer, layer, key/value]: per-beam slots; rows live in own[self.current]
         self.own = torch.empty(own_shape, **options)
@@ -125,7 +129,7 @@ class CachedDecoder:
         x, _, _ = self.model.run(tokens, self, last_only=True)
         if not logits:
             return None
-        return self.model.head(self.model.ln_f(x), self.length - 1)[:, -1]
+        return self.model.head_logits(x, self.length - 1)[:, -1]
 
     # ---------------------------------------------------------------- the AttentionCache protocol
     def start_chunk(self, positions: Tensor) -> None:

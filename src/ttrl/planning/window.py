@@ -4,6 +4,10 @@ The model only ever attends over the last ``window_transitions * T - 1`` tokens,
 by whole transitions so that the window starts at a transition boundary and positions restart at 0 in
 each window. Whenever the crop point moves, every position in the window changes, so a key/value cache
 has to be rebuilt from the new window; between moves each new token costs one incremental model step.
+
+A goal-conditioned model's goal (``goals [N_env, G]``) stands before every window and is never
+cropped: sequences and ``max_window`` count trajectory tokens only, and the model sees the goal at
+window positions ``0 .. G-1`` (the layout's prefix).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class ModelWindow:
     beam row to its environment. With a ``decoder`` the window's keys/values are kept and each new
     token is one incremental step; a rebuild (when the window slides) runs the window's prefix part
     once per environment (kept shared by its beams) and each distinct beam history once. Without a
-    decoder the whole window is run for every token (the released algorithm).
+    decoder the whole window is run for every token (the released algorithm). ``goals [N_env, G]``
+    (goal tokens, for a goal-conditioned model) go before every window, shared per environment.
     """
 
     def __init__(
@@ -37,6 +42,7 @@ class ModelWindow:
         layout: TransitionLayout,
         max_window: int | None,
         decoder: CachedDecoder | None,
+        goals: Tensor | None = None,
     ) -> None:
         self.model = model
         self.prefix = prefix
@@ -44,6 +50,7 @@ class ModelWindow:
         self.transition_dim = layout.transition_dim
         self.max_window = max_window
         self.decoder = decoder
+        self.goals = goals
         self.start: int | None = None  # sequence index of the window start held by the decoder
         self.end = 0  # one past the last sequence index fed to the decoder
 
@@ -51,7 +58,9 @@ class ModelWindow:
         """Logits ``[rows, V]`` for the token after ``sequences[:, :length]``."""
         start = self.layout.crop_start(length, self.max_window)
         if self.decoder is None:
-            return self.model(sequences[:, start:length]).logits[:, -1]
+            # only a goal model gets the goals keyword (other models need not know it)
+            goal = {} if self.goals is None else {"goals": self.goals.index_select(0, row_env)}
+            return self.model(sequences[:, start:length], **goal).logits[:, -1]
         if start != self.start:
             return self._rebuild(sequences, start, length, row_env)
         logits = self.decoder.feed(sequences[:, self.end : length])
@@ -69,13 +78,17 @@ class ModelWindow:
             self.decoder.select_rows(rows)
 
     def _rebuild(self, sequences: Tensor, start: int, length: int, row_env: Tensor) -> Tensor:
-        """Run the new window: its prefix part once per environment, then the beams' own tokens."""
+        """Run the new window: the goal and its prefix part once per environment, then the beams'
+        own tokens."""
         decoder = self.decoder
         decoder.reset()
         self.start, self.end = start, length
         shared_end = min(self.prefix.shape[1], length)
-        if start < shared_end:
-            logits = decoder.feed(self.prefix[:, start:shared_end], logits=shared_end == length)
+        shared = self.prefix[:, start:shared_end] if start < shared_end else self.prefix[:, :0]
+        if self.goals is not None:
+            shared = torch.cat((self.goals.to(shared.device, shared.dtype), shared), dim=1)
+        if shared.shape[1]:
+            logits = decoder.feed(shared, logits=shared_end == length)
             decoder.share()
             if shared_end == length:
                 decoder.rows = row_env.shape[0]

@@ -3,6 +3,8 @@
 - :mod:`~ttrl.baselines.ensemble`: a PETS probabilistic ensemble of Gaussian MLPs (dynamics and
   reward), for prediction and planning comparisons.
 - :mod:`~ttrl.baselines.bc`: behaviour cloning (CORL's BC), the offline-RL policy baseline.
+- :mod:`~ttrl.baselines.iql`: implicit Q-learning, a policy baseline and the Q-function that guides
+  the planner's ``q`` scorer.
 - :mod:`~ttrl.baselines.mlp`: what they share: MLP builder, normaliser, minibatch loop and
   one-bundle save/load.
 - ``scripts/train_baseline.py algo=<name>``: :mod:`~ttrl.baselines.runner` trains a registered
@@ -18,6 +20,7 @@ from ttrl.baselines.ensemble import (
     gaussian_log_density,
     train_ensemble,
 )
+from ttrl.baselines.iql import IQLConfig, IQLModel, train_iql
 from ttrl.baselines.mlp import (
     BaselineModule,
     Normalizer,
@@ -34,6 +37,8 @@ __all__ = [
     "EnsembleConfig",
     "GaussianEnsemble",
     "GaussianPrediction",
+    "IQLConfig",
+    "IQLModel",
     "Normalizer",
     "fit_minibatches",
     "gaussian_log_density",
@@ -42,4 +47,5 @@ __all__ = [
     "save_module",
     "train_bc",
     "train_ensemble",
+    "train_iql",
 ]

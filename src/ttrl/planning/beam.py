@@ -102,22 +102,27 @@ class BeamPlanner:
         self,
         prefix: Tensor,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        goals: Tensor | None = None,
     ) -> Plan:
         """Plan for ``prefix [N_env, L]`` (context transitions then the current observation's tokens).
 
         All environments are searched together in one model batch of ``N_env * beam`` rows.
         ``generator`` drives every random draw: one generator per environment (each environment's
         plan then depends only on its own generator), or one for all, which gives each environment
-        its block of draws in turn (default: torch's global generator).
+        its block of draws in turn (default: torch's global generator). A goal-conditioned model
+        plans toward ``goals [N_env, G]`` (goal tokens), which go before every window.
         """
         self._check_prefix(prefix)
-        prefix = prefix.to(next(self.model.parameters()).device)
+        device = next(self.model.parameters()).device
+        goals = check_goals(goals, self.model.config, prefix.shape[0])
+        prefix = prefix.to(device)
+        goals = None if goals is None else goals.to(device)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
                 uniforms = self._uniforms(prefix.shape[0], generator, prefix.device)
-                return self._search(prefix, uniforms)
+                return self._search(prefix, uniforms, goals)
         finally:
             self.model.train(was_training)
 
@@ -178,7 +183,7 @@ class BeamPlanner:
                 f"encode observations with the model's discretizer"
             )
         if self.max_window is None:
-            fed = length + self.config.horizon * T - S - 1
+            fed = self.layout.prefix_length + length + self.config.horizon * T - S - 1
             block_size = self.model.config.block_size
             if fed > block_size:
                 raise TtrlError(
@@ -187,12 +192,12 @@ class BeamPlanner:
                     f"window_transitions"
                 )
 
-    def _search(self, prefix: Tensor, uniforms: Tensor) -> Plan:
+    def _search(self, prefix: Tensor, uniforms: Tensor, goals: Tensor | None = None) -> Plan:
         cfg = self.config
         S, A, T, H = self.observation_dim, self.action_dim, self.transition_dim, cfg.horizon
         n_env, prefix_length = prefix.shape
         decoder = self._decoder(n_env) if cfg.use_cache else None
-        window = ModelWindow(self.model, prefix, self.layout, self.max_window, decoder)
+        window = ModelWindow(self.model, prefix, self.layout, self.max_window, decoder, goals)
         beams = _Beams(prefix, H * T - S, window, uniforms, self.scorer.uses_likelihood, H)
         for t in range(H):
             beams.expand(cfg.n_expand * (cfg.beam_width if t == 0 else 1))
@@ -346,6 +351,30 @@ class _Beams:
         self.step_values = self.step_values.index_select(0, rows)
         self.log_likelihood = self.log_likelihood.index_select(0, rows)
         self.scores = self.scores.index_select(0, rows)
+
+
+def check_goals(goals: Tensor | None, model_config: Any, n_rows: int) -> Tensor | None:
+    """``goals`` as long ``[n_rows, G]`` tokens for a goal model (None for a model without goal);
+    one line for a missing goal, a goal of the wrong size or tokens out of range."""
+    G, n_bins = getattr(model_config, "goal_dim", 0), model_config.vocab_size
+    if goals is None:
+        if G:
+            raise TtrlError(
+                f"the model is goal-conditioned ({G} goal tokens): plan with goals=[N_env, {G}], "
+                f"the goal encoded with the run's goal discretiser"
+            )
+        return None
+    if not G:
+        raise TtrlError("goals= was given, but the model is not goal-conditioned (goal_dim=0)")
+    goals = torch.as_tensor(goals)
+    if goals.dtype != torch.long or tuple(goals.shape) != (n_rows, G):
+        raise TtrlError(
+            f"goals must be long tokens [N_env, goal_dim] = [{n_rows}, {G}], got {goals.dtype} "
+            f"{tuple(goals.shape)}"
+        )
+    if bool(((goals < 0) | (goals >= n_bins)).any()):
+        raise TtrlError(f"goal tokens must lie in [0, {n_bins - 1}]")
+    return goals
 
 
 def _best_per_env(objective: Tensor, n_env: int, keep: int) -> tuple[Tensor, Tensor]:

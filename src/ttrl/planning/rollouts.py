@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ttrl.errors import TtrlError
 from ttrl.layout import TransitionLayout
+from ttrl.planning.beam import check_goals
 from ttrl.planning.decoder import CachedDecoder
 from ttrl.planning.sampling import sample_tokens
 from ttrl.planning.window import ModelWindow
@@ -90,13 +91,15 @@ def sample_rollout(
     window_transitions: int | None = None,
     use_cache: bool = True,
     keep_probs: bool = False,
+    goals: Tensor | None = None,
 ) -> Rollout:
     """Sample ``n_transitions`` transitions after ``prefix [rows, L]`` (whole transitions then the
     current observation, as :class:`~ttrl.planning.PlanningContext` builds it).
 
     With ``actions [rows, n, A]`` (values, encoded with ``discretizer``, or long tokens) the model's
     action tokens are replaced by those: it predicts their consequences. ``window_transitions``
-    (default: as many as the model's block holds) crops the context as planning does.
+    (default: as many as the model's block holds) crops the context as planning does. A
+    goal-conditioned model rolls out toward ``goals [rows, G]`` (goal tokens, never cropped).
     """
     config = model.config
     layout: TransitionLayout = config.layout
@@ -117,12 +120,15 @@ def sample_rollout(
         else _action_tokens(actions, discretizer, layout, rows, n_transitions)
     )
     window = window_transitions or layout.transitions_fitting(config.block_size)
-    max_window = layout.block_size(window)
-    if max_window > config.block_size:
+    if layout.block_size(window) > config.block_size:
         raise TtrlError(
-            f"window_transitions={window} is {max_window} tokens but the model attends over "
-            f"block_size={config.block_size}; lower it to {layout.transitions_fitting(config.block_size)}"
+            f"window_transitions={window} is {layout.block_size(window)} tokens but the model "
+            f"attends over block_size={config.block_size}; lower it to "
+            f"{layout.transitions_fitting(config.block_size)}"
         )
+    max_window = layout.block_size(window) - layout.prefix_length  # trajectory tokens; goal apart
+    goals = check_goals(goals, config, rows)
+    goals = None if goals is None else goals.to(device)
     sequences = torch.empty(rows, length + n_transitions * T, dtype=torch.long, device=device)
     sequences[:, :length] = prefix
     n_probs = config.vocab_size + 1
@@ -133,7 +139,7 @@ def sample_rollout(
     try:
         with torch.inference_mode():
             decoder = CachedDecoder(model, rows, rows, max_window) if use_cache else None
-            view = ModelWindow(model, prefix, layout, max_window, decoder)
+            view = ModelWindow(model, prefix, layout, max_window, decoder, goals)
             row_env = torch.arange(rows, device=device)
             filters = _filters_by_dim(sampling, layout)
             position = length

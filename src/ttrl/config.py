@@ -23,6 +23,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from ttrl.data.goals import RELABELLINGS as GOAL_RELABELLINGS
 from ttrl.data.preprocess import DISCOUNT, MAX_PATH_LENGTH, TERMINATION_PENALTY
 from ttrl.data.registry import SOURCES as DATASET_SOURCES
 from ttrl.devices import DEVICES
@@ -60,6 +61,11 @@ class DataConfig:
     # observation dims replaced by one fixed token in every window (the partially observed
     # prediction ablation, ttrl.data.masking); 0 = none
     hidden_observation_fraction: float = 0.0
+    # goal-conditioned training (ttrl.data.goals): null = not goal-conditioned; future | final |
+    # desired = each window's goal is the achieved goal of a later step of its episode, of its
+    # episode's last step, or the dataset's desired goal. Needs dict observations with
+    # achieved_goal and desired_goal (PointMaze); the model gets one goal token per goal dim.
+    goal: str | None = None
 
 
 @dataclass
@@ -226,11 +232,15 @@ def choice_errors(cfg: Any) -> list[str]:
         ("discretizer.kind", cfg.discretizer.kind, DISCRETIZER_KINDS),
         ("logger.mode", cfg.logger.mode, LOGGER_MODES),
     ]
-    return [
+    problems = [
         f"{key}={value!r} is not one of {', '.join(allowed)}"
         for key, value, allowed in checks
         if value not in allowed
     ]
+    goal = cfg.data.get("goal")
+    if goal is not None and goal not in GOAL_RELABELLINGS:
+        problems.append(f"data.goal={goal!r} is not one of null, {', '.join(GOAL_RELABELLINGS)}")
+    return problems
 
 
 def validate_train_config(cfg: Any) -> None:

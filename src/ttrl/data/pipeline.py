@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ttrl.data.loading import load_transitions
+from ttrl.data.loading import Transitions, load_transitions
 from ttrl.data.preprocess import (
     DISCOUNT,
     MAX_PATH_LENGTH,
@@ -39,11 +39,17 @@ class FittedData:
         trajectories: the :class:`~ttrl.data.Trajectories` of the dataset.
         discretizer: fitted on ``trajectories.joined``, or rebuilt from a saved state.
         fitted: True when the discretiser was fitted here (False: rebuilt from the state).
+        transitions: the flat transitions the rows were made from, kept only when asked for
+            (``keep_transitions``: goal-conditioned windows read their goal fields); else None.
+        goal_discretizer: the goal dims' discretiser (:mod:`ttrl.data.goals`) of a
+            goal-conditioned run, set by the training stage; else None.
     """
 
     trajectories: Trajectories
     discretizer: Discretizer
     fitted: bool
+    transitions: Transitions | None = None
+    goal_discretizer: Discretizer | None = None
 
 
 def preprocessing_settings(data: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -70,13 +76,26 @@ def load_preprocessed(
     ``released_compat=True`` gives the released code's rows (last step dropped, float64), whose
     quantile edges are those its checkpoints were trained with (see :mod:`ttrl.data.preprocess`).
     """
-    return preprocess(
-        load_transitions(resolve_dataset(name, source)),
+    return _load(name, source, discount, termination_penalty, max_path_length, released_compat)[1]
+
+
+def _load(
+    name: str | os.PathLike,
+    source: str = "auto",
+    discount: float = DISCOUNT,
+    termination_penalty: float | None = TERMINATION_PENALTY,
+    max_path_length: int = MAX_PATH_LENGTH,
+    released_compat: bool = False,
+) -> tuple[Transitions, Trajectories]:
+    transitions = load_transitions(resolve_dataset(name, source))
+    trajectories = preprocess(
+        transitions,
         discount=discount,
         termination_penalty=termination_penalty,
         max_path_length=max_path_length,
         released_compat=released_compat,
     )
+    return transitions, trajectories
 
 
 def load_and_fit(
@@ -84,6 +103,7 @@ def load_and_fit(
     n_bins: int,
     kind: str = "quantile",
     discretizer_state: dict[str, Any] | None = None,
+    keep_transitions: bool = False,
     **preprocessing: Any,
 ) -> FittedData:
     """:func:`load_preprocessed` the dataset, then fit an ``n_bins`` ``kind`` discretiser on its rows.
@@ -91,10 +111,16 @@ def load_and_fit(
     Args:
         discretizer_state: a saved :meth:`Discretizer.state_dict` to rebuild instead of fitting (a
             resumed run tokenises exactly as before).
+        keep_transitions: keep the flat transitions in :attr:`FittedData.transitions` (their goal
+            fields make goal-conditioned windows); by default they are dropped after preprocessing.
         preprocessing: ``source``, ``discount``, ``termination_penalty``, ``max_path_length`` and
             ``released_compat``, as :func:`load_preprocessed` takes them.
     """
-    trajectories = load_preprocessed(name, **preprocessing)
+    transitions, trajectories = _load(name, **preprocessing)
+    kept = transitions if keep_transitions else None
+    del transitions  # not kept: freed before the discretiser is fitted
     if discretizer_state is not None:
-        return FittedData(trajectories, Discretizer.from_state_dict(discretizer_state), False)
-    return FittedData(trajectories, Discretizer.fit(trajectories.joined, n_bins, kind), True)
+        discretizer, fitted = Discretizer.from_state_dict(discretizer_state), False
+    else:
+        discretizer, fitted = Discretizer.fit(trajectories.joined, n_bins, kind), True
+    return FittedData(trajectories, discretizer, fitted, transitions=kept)

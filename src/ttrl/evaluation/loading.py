@@ -12,7 +12,14 @@ from typing import Any
 from ttrl.checkpoint import find_bundle, load_bundle
 from ttrl.data import DatasetSpec, resolve_dataset
 from ttrl.data.pipeline import load_and_fit, preprocessing_settings
-from ttrl.data.registry import ENVS, dataset_names, split_dataset_name
+from ttrl.data.registry import (
+    ENVS,
+    MAZES,
+    dataset_names,
+    is_maze_name,
+    split_dataset_name,
+    split_maze_name,
+)
 from ttrl.errors import TtrlError
 
 
@@ -27,6 +34,8 @@ class PlanningInputs:
         train_config: the run's resolved training config ({} for a HuggingFace checkpoint).
         trainer: the run's trainer state (W&B run id, step, ...; {} when there is none).
         source: the checkpoint file or directory that was loaded.
+        goal_discretizer: the :class:`~ttrl.discretization.Discretizer` of the goal dims for a
+            goal-conditioned model (it encodes the env's desired goal); None for a plain one.
     """
 
     model: Any
@@ -35,12 +44,20 @@ class PlanningInputs:
     train_config: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None
+    goal_discretizer: Any | None = None
 
 
 def load_run(
     run_dir: str | os.PathLike, which: str = "last", map_location: Any = "cpu"
 ) -> PlanningInputs:
-    """Model, discretiser and config of a training run (``<run_dir>/checkpoints/<which>.safetensors``)."""
+    """Model, discretiser(s) and config of a training run (``<run_dir>/checkpoints/<which>.safetensors``).
+
+    A goal-conditioned run's bundle also holds its goal discretiser (``goal_discretizer``).
+
+    Raises:
+        TtrlError: a baseline's bundle, one without a discretiser or dataset, or a goal-conditioned
+            model whose bundle lacks its goal discretiser (one line each).
+    """
     from ttrl.discretization import Discretizer
     from ttrl.model import TrajectoryTransformer
 
@@ -62,13 +79,21 @@ def load_run(
         raise TtrlError(
             f"checkpoint {file} does not record its dataset (config env.name); pass env=<dataset>"
         )
+    model = TrajectoryTransformer.from_pretrained(file)
+    goal_state = bundle.get("goal_discretizer")
+    if model.config.goal_dim and not goal_state:
+        raise TtrlError(
+            f"checkpoint {file} holds a goal-conditioned model (goal_dim={model.config.goal_dim}) "
+            f"but no goal discretiser; plan with a bundle that scripts/train.py wrote with data.goal set"
+        )
     return PlanningInputs(
-        model=TrajectoryTransformer.from_pretrained(file),
+        model=model,
         discretizer=Discretizer.from_state_dict(bundle["discretizer"]),
         dataset=dataset,
         train_config=config,
         trainer=bundle.get("trainer") or {},
         source=file,
+        goal_discretizer=Discretizer.from_state_dict(goal_state) if goal_state else None,
     )
 
 
@@ -88,6 +113,12 @@ def load_checkpoint_with_dataset(
     from ttrl.model import TrajectoryTransformer
 
     model = TrajectoryTransformer.from_pretrained(checkpoint)
+    if model.config.goal_dim:  # its goal discretiser is in its training run's bundle only
+        raise TtrlError(
+            f"checkpoint {checkpoint} holds a goal-conditioned model (goal_dim="
+            f"{model.config.goal_dim}); plan it with run_dir=<its training run>, whose bundle "
+            f"holds the goal discretiser"
+        )
     fitted = load_and_fit(
         dataset,
         n_bins=model.config.vocab_size,
@@ -110,7 +141,7 @@ def load_checkpoint_with_dataset(
 
 
 def evaluation_spec(dataset: str, source: str = "auto") -> DatasetSpec:
-    """The env and reference scores of ``dataset``; D4RL-style names need no data on disk.
+    """The env and reference scores of ``dataset``; D4RL-style and maze names need no data on disk.
 
     Planning only needs the environment id and the reference returns, so a model can be evaluated
     on a machine that does not hold its training data.
@@ -118,6 +149,18 @@ def evaluation_spec(dataset: str, source: str = "auto") -> DatasetSpec:
     try:
         return resolve_dataset(dataset, source)
     except TtrlError:
+        if is_maze_name(dataset):  # goal reaching: scored by success, no reference returns
+            maze, reward_type = split_maze_name(dataset)
+            env_id = MAZES[maze].env_id_for(reward_type)
+            return DatasetSpec(
+                name=dataset,
+                env_id=env_id,
+                minari_id=None,
+                hdf5_path=None,
+                ref_min_score=None,
+                ref_max_score=None,
+                ref_source="none",
+            )
         if dataset not in dataset_names():
             raise
         info = ENVS[split_dataset_name(dataset)[0]]

@@ -9,6 +9,15 @@ action of its current plan.
 Episode ``i`` depends on nothing but its index: its env is reset with ``seed + i`` and the planner
 draws its random numbers from its own generator, seeded with ``seed + i``. So any subset of the
 episodes (those an interrupted evaluation did not finish) plans exactly as in the full batch.
+
+**Goal reaching.** A goal-conditioned model (``goal_dim > 0``, trained with ``data.goal``) plans
+in an env with dict observations (PointMaze): the model's observation tokens come from the
+``observation`` field, and the goal from ``desired_goal``, read again after every step and encoded
+with the run's goal discretiser before each plan (:func:`split_observation`). The env is made
+episodic (:func:`make_goal_env`, ``continuing_task=False``): the datasets were collected in the
+continuing task, where the env moves the goal each time it is reached, but an evaluation episode
+ends at its first success. Success is the env's own ``info["success"]``; each episode records it
+and the step it first held (``steps_to_goal``), and the aggregates its rate ± standard error.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,18 +43,21 @@ from ttrl.evaluation.scores import EpisodeResult, aggregate, realised_values
 from ttrl.evaluation.video import VideoRecorder, prefer_headless_rendering, warn_video_disabled
 
 EnvFactory = Callable[[str, int | None, bool], Any]
+OBSERVATION_KEY, GOAL_KEY = "observation", "desired_goal"  # a goal env's dict observation fields
 
 
-def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = False) -> Any:
+def make_env(
+    env_id: str, max_episode_steps: int | None = None, render: bool = False, **env_kwargs: Any
+) -> Any:
     """A gymnasium env; ``max_episode_steps`` None keeps the env's own limit (1000 for MuJoCo).
 
     With ``render`` the env renders ``rgb_array`` frames offscreen (see
     :func:`~ttrl.evaluation.video.prefer_headless_rendering`); if that cannot work, one warning
-    says so and the env is made without rendering.
+    says so and the env is made without rendering. ``env_kwargs`` go to ``gym.make``.
     """
     import gymnasium as gym
 
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = dict(env_kwargs)
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = max_episode_steps
     if render:
@@ -70,6 +82,39 @@ def make_env(env_id: str, max_episode_steps: int | None = None, render: bool = F
             f"cannot load MuJoCo with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(err).__name__}: "
             f"{err}); unset MUJOCO_GL or set it to a backend this machine has (egl, osmesa, glfw)"
         ) from err
+
+
+def make_goal_env(env_id: str, max_episode_steps: int | None = None, render: bool = False) -> Any:
+    """:func:`make_env` for goal-conditioned evaluation: gymnasium-robotics' maze envs (PointMaze,
+    and ttrl's four rooms) are made episodic, ``continuing_task=False``, so an episode ends when
+    its goal is reached (the datasets' continuing task would move the goal instead)."""
+    from ttrl.making.maze import register_maze_envs
+
+    register_maze_envs()  # gymnasium-robotics' ids and ttrl's PointMaze_FourRooms
+    kwargs = {"continuing_task": False} if _is_maze_env(env_id) else {}
+    return make_env(env_id, max_episode_steps, render, **kwargs)
+
+
+def _is_maze_env(env_id: str) -> bool:
+    import gymnasium as gym
+
+    try:
+        entry_point = str(gym.spec(env_id).entry_point)
+    except gym.error.Error:
+        return False  # make_env reports the unknown id
+    return "gymnasium_robotics.envs.maze" in entry_point
+
+
+def split_observation(observation: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(observation, goal)`` float32 of an env's observation: a dict's ``observation`` and
+    ``desired_goal`` fields (PointMaze; goal None when the dict has none), or a flat array and None."""
+    if isinstance(observation, Mapping):
+        goal = observation.get(GOAL_KEY)
+        return (
+            np.asarray(observation[OBSERVATION_KEY], dtype=np.float32),
+            None if goal is None else np.asarray(goal, dtype=np.float32),
+        )
+    return np.asarray(observation, dtype=np.float32), None
 
 
 @dataclass
@@ -100,14 +145,19 @@ class EpisodeResults:
 
     @property
     def aggregates(self) -> dict[str, Any]:
-        """Mean ± standard error of return, normalised score and length."""
+        """Mean ± standard error of return, normalised score and length (and success rate, for
+        goal reaching)."""
         return aggregate(self.episodes)
 
     def summary(self) -> str:
-        """One line: env, episodes, normalised score mean ± se (or return), decisions/s."""
+        """One line: env, episodes, success rate or normalised score mean ± se (or return),
+        decisions/s."""
         agg = self.aggregates
         if not agg["n_episodes"]:
             score = "no score"
+        elif "success_rate" in agg:
+            rate = _mean_se(100 * agg["success_rate"], 100 * agg["success_rate_se"])
+            score = f"success {agg['n_success']}/{agg['n_episodes']} ({rate} %)"
         elif agg["normalized_score_mean"] is not None:
             score = f"score {_mean_se(agg['normalized_score_mean'], agg['normalized_score_se'])}"
         else:
@@ -128,9 +178,26 @@ def _mean_se(mean: float, se: float) -> str:
     return f"{mean:.1f} ± {se:.1f}" if math.isfinite(se) else f"{mean:.1f} (one episode, no se)"
 
 
-def check_spaces(env: Any, env_id: str, observation_dim: int, action_dim: int) -> None:
-    """TtrlError naming both sides if the env's observation/action sizes differ from the model's."""
-    env_obs = int(np.prod(env.observation_space.shape))
+def check_spaces(
+    env: Any, env_id: str, observation_dim: int, action_dim: int, goal_dim: int = 0
+) -> None:
+    """TtrlError naming both sides if the env's observation/action sizes differ from the model's.
+
+    A dict observation space is sized by its ``observation`` field; a goal-conditioned model
+    (``goal_dim > 0``) needs a ``desired_goal`` field of ``goal_dim`` numbers too.
+    """
+    env_obs, env_goal = _observation_sizes(env, env_id)
+    if goal_dim and env_goal is None:
+        raise TtrlError(
+            f"the model is goal-conditioned ({goal_dim} goal tokens) but environment {env_id} "
+            f"gives no goal (no dict observation with a {GOAL_KEY!r} field); plan it in the goal "
+            f"env of its dataset, e.g. a PointMaze one (env=pointmaze-umaze)"
+        )
+    if goal_dim and env_goal != goal_dim:
+        raise TtrlError(
+            f"environment {env_id} has {env_goal}-dim goals but the model expects {goal_dim}; "
+            f"evaluate on the dataset's environment the model was trained on"
+        )
     env_act = int(np.prod(env.action_space.shape))
     if (env_obs, env_act) != (observation_dim, action_dim):
         raise TtrlError(
@@ -140,15 +207,40 @@ def check_spaces(env: Any, env_id: str, observation_dim: int, action_dim: int) -
         )
 
 
+def _observation_sizes(env: Any, env_id: str) -> tuple[int, int | None]:
+    """The env's observation size and goal size (None without a goal field)."""
+    space = env.observation_space
+    fields = getattr(space, "spaces", None)
+    if not isinstance(fields, Mapping):
+        return int(np.prod(space.shape)), None
+    if OBSERVATION_KEY not in fields:
+        raise TtrlError(
+            f"environment {env_id} has dict observations without an {OBSERVATION_KEY!r} field "
+            f"(it holds {', '.join(sorted(fields))}); ttrl plans from that field"
+        )
+    goal = fields.get(GOAL_KEY)
+    return (
+        int(np.prod(fields[OBSERVATION_KEY].shape)),
+        None if goal is None else int(np.prod(goal.shape)),
+    )
+
+
 @dataclass
 class _Episode:
-    """The running state of one episode: ``index`` in the evaluation, ``row`` in this batch."""
+    """The running state of one episode: ``index`` in the evaluation, ``row`` in this batch.
+
+    ``goal`` is the env's current desired goal (None for envs without goals); ``success`` is None
+    for those envs, else whether the env reported success after some step.
+    """
 
     index: int
     row: int
     seed: int
     env: Any
     observation: np.ndarray
+    goal: np.ndarray | None = None
+    success: bool | None = None
+    steps_to_goal: int | None = None
     rewards: list[float] = field(default_factory=list)
     predicted_rewards: list[float] = field(default_factory=list)
     predicted_values: list[float] = field(default_factory=list)
@@ -159,6 +251,13 @@ class _Episode:
     @property
     def done(self) -> bool:
         return self.terminated or self.truncated
+
+    def observe(self, observation: Any, info: Mapping[str, Any]) -> None:
+        """Take the env's observation after a step (and its goal, which the env may have moved),
+        and the first step at which ``info["success"]`` held."""
+        self.observation, self.goal = split_observation(observation)
+        if self.success is False and info.get("success"):
+            self.success, self.steps_to_goal = True, len(self.rewards)
 
 
 def evaluate(
@@ -172,11 +271,12 @@ def evaluate(
     video_path: str | Path | None = None,
     value_discount: float = DISCOUNT,
     termination_penalty: float = TERMINATION_PENALTY,
-    env_factory: EnvFactory = make_env,
+    env_factory: EnvFactory | None = None,
     progress: bool = True,
     episodes: Sequence[int] | None = None,
     on_episode_end: Callable[[EpisodeResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    goal_discretizer: Any | None = None,
 ) -> EpisodeResults:
     """Roll out ``n_episodes`` episodes with the beam-search planner, all planned in one batch.
 
@@ -193,11 +293,19 @@ def evaluate(
         value_discount, termination_penalty: how realised values are computed for the
             predicted-vs-realised comparison (the training targets' conventions).
         env_factory: ``(env_id, max_episode_steps, render) -> env``; tests pass wrapped envs.
+            None: :func:`make_env`, or :func:`make_goal_env` (episodic) for a goal model.
         progress: show tqdm bars over steps and episodes.
         episodes: the indices to plan (default: all ``n_episodes``); each plans as in the full batch.
         on_episode_end: called with each episode's result as soon as it ends (to save it).
         should_stop: checked before every step; when it returns True the rollout stops and the
             unfinished episodes are dropped (the result then holds fewer than asked for).
+        goal_discretizer: the goal dims' discretiser of a goal-conditioned model (required for
+            one, :attr:`~ttrl.evaluation.PlanningInputs.goal_discretizer`): it encodes the env's
+            ``desired_goal`` into the goal tokens planned toward (see the module docstring).
+
+    Raises:
+        TtrlError: bad episode indices, a dataset without an env, env spaces that do not fit the
+            model, or a goal model without its goal discretiser or without goals in the env.
     """
     from ttrl.planning import BeamPlanner
 
@@ -211,10 +319,14 @@ def evaluate(
             f"dataset {spec.name!r} names no environment to evaluate in; use a D4RL-style name "
             f"or a Minari dataset whose metadata has an env_spec"
         )
+    goal_dim = model.config.goal_dim
+    _check_goal_discretizer(goal_dim, goal_discretizer)
     model.eval()
     # Made before any env so a bad planner setting (horizon, beam width) fails at once.
     planner = BeamPlanner(model, discretizer, planner_config)
     observation_dim, action_dim = model.config.observation_dim, model.config.action_dim
+    if env_factory is None:
+        env_factory = make_goal_env if goal_dim else make_env
     running = _start_episodes(
         env_factory,
         spec.env_id,
@@ -224,6 +336,7 @@ def evaluate(
         video_path is not None,
         observation_dim,
         action_dim,
+        goal_dim,
     )
     first = running[0]
     renders = first.index == 0 and getattr(first.env, "render_mode", None) == "rgb_array"
@@ -254,6 +367,7 @@ def evaluate(
             progress,
             episode_ended,
             should_stop,
+            goal_discretizer,
         )
     finally:  # also on Ctrl-C: no half-written video, no open renderers
         if recorder is not None:
@@ -279,6 +393,20 @@ def evaluate(
     )
 
 
+def _check_goal_discretizer(goal_dim: int, goal_discretizer: Any | None) -> None:
+    """One line if a goal model lacks its goal discretiser, or the discretiser does not fit."""
+    if goal_dim and goal_discretizer is None:
+        raise TtrlError(
+            f"the model is goal-conditioned ({goal_dim} goal tokens): pass goal_discretizer= (the "
+            f"run's, PlanningInputs.goal_discretizer from load_run) to encode the env's goals"
+        )
+    if goal_discretizer is not None and goal_discretizer.transition_dim != goal_dim:
+        raise TtrlError(
+            f"goal_discretizer has {goal_discretizer.transition_dim} dims but the model takes "
+            f"{goal_dim} goal tokens; pass the goal discretiser of the model's run"
+        )
+
+
 def _start_episodes(
     env_factory: EnvFactory,
     env_id: str,
@@ -288,13 +416,16 @@ def _start_episodes(
     render_first: bool,
     observation_dim: int,
     action_dim: int,
+    goal_dim: int = 0,
 ) -> list[_Episode]:
     episodes = []
     for row, i in enumerate(indices):
         env = env_factory(env_id, max_episode_steps, render_first and i == 0)
-        check_spaces(env, env_id, observation_dim, action_dim)
-        observation, _ = env.reset(seed=seed + i)
-        episodes.append(_Episode(i, row, seed + i, env, np.asarray(observation, dtype=np.float32)))
+        check_spaces(env, env_id, observation_dim, action_dim, goal_dim)
+        observation, goal = split_observation(env.reset(seed=seed + i)[0])
+        # an env with goals scores success (False until reached); locomotion keeps None
+        success = None if goal is None else False
+        episodes.append(_Episode(i, row, seed + i, env, observation, goal, success))
     return episodes
 
 
@@ -309,8 +440,11 @@ def _run_episodes(
     progress: bool,
     episode_ended: Callable[[_Episode], None],
     should_stop: Callable[[], bool] | None,
+    goal_discretizer: Any | None = None,
 ) -> dict[str, float]:
-    """Step every episode until all are done (or ``should_stop``); returns the timing numbers."""
+    """Step every episode until all are done (or ``should_stop``); returns the timing numbers.
+
+    With ``goal_discretizer`` each plan goes toward the running episodes' current goals."""
     from ttrl.planning import PlanningContext
 
     device = _device_of(planner)
@@ -344,7 +478,9 @@ def _run_episodes(
                 plan_rows, offset = [e.row for e in running], 0
                 tic = time.perf_counter()
                 found = planner.plan(
-                    context.prefix(plan_rows), generator=[generators[r] for r in plan_rows]
+                    context.prefix(plan_rows),
+                    generator=[generators[r] for r in plan_rows],
+                    goals=_goal_tokens(goal_discretizer, running, device),
                 )
                 action_tokens = found.tokens[:, :, observation_dim : observation_dim + action_dim]
                 stops = (action_tokens == discretizer.stop_token).any(dim=-1)
@@ -381,6 +517,16 @@ def _run_episodes(
     }
 
 
+def _goal_tokens(
+    goal_discretizer: Any | None, running: list[_Episode], device: torch.device
+) -> torch.Tensor | None:
+    """The running episodes' current goals as long tokens ``[n, G]`` (None without goals)."""
+    if goal_discretizer is None:
+        return None
+    goals = goal_discretizer.encode(np.stack([e.goal for e in running]))
+    return torch.as_tensor(goals, dtype=torch.long, device=device)
+
+
 def _step_all(
     running: list[_Episode],
     plan: tuple[np.ndarray, ...],
@@ -396,12 +542,12 @@ def _step_all(
     executed = actions[rows, offset]
     for episode, row, action in zip(running, rows, executed, strict=True):
         episode.stop_actions += int(stops[row, offset])
-        observation, reward, terminated, truncated, _ = episode.env.step(action)
+        observation, reward, terminated, truncated, info = episode.env.step(action)
         episode.rewards.append(float(reward))
         episode.predicted_rewards.append(float(predicted_rewards[row, offset]))
         episode.predicted_values.append(float(predicted_values[row, offset]))
         episode.terminated, episode.truncated = bool(terminated), bool(truncated)
-        episode.observation = np.asarray(observation, dtype=np.float32)
+        episode.observe(observation, info)
         if recorder is not None and episode.index == 0:
             recorder.capture()
     context.append(
@@ -418,7 +564,9 @@ def _finish(
 ) -> EpisodeResult:
     total = float(np.sum(episode.rewards))
     has_refs = spec.ref_min_score is not None and spec.ref_max_score is not None
-    values = realised_values(episode.rewards, episode.terminated, discount, termination_penalty)
+    # ending at the goal is no failure: the termination penalty is for the other terminations
+    failed = episode.terminated and not episode.success
+    values = realised_values(episode.rewards, failed, discount, termination_penalty)
     return EpisodeResult(
         episode=episode.index,
         seed=episode.seed,
@@ -432,6 +580,8 @@ def _finish(
         predicted_rewards=episode.predicted_rewards,
         values=values.tolist(),
         predicted_values=episode.predicted_values,
+        success=episode.success,
+        steps_to_goal=episode.steps_to_goal,
     )
 
 

@@ -320,6 +320,7 @@ def _run_planning(
                 episodes=remaining,
                 on_episode_end=store.save,
                 should_stop=lambda: stop["signum"] is not None,
+                goal_discretizer=inputs.goal_discretizer,
             )
             store.add_run(planned.timing)
         except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step; finished episodes are saved

@@ -20,6 +20,10 @@ class EpisodeResult:
     step it executed at ``t``; ``rewards[t]`` is what the environment paid and ``values[t]`` the
     realised discounted return from ``t + 1`` on (the model's value target, see
     :func:`realised_values`).
+
+    Goal reaching (envs whose observations hold a ``desired_goal``, e.g. PointMaze): ``success``
+    is whether the env's ``info["success"]`` was true after some step, ``steps_to_goal`` the first
+    such step (1-based; None when never reached). Both are None for other envs (locomotion).
     """
 
     episode: int
@@ -34,10 +38,13 @@ class EpisodeResult:
     predicted_rewards: list[float] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     predicted_values: list[float] = field(default_factory=list)
+    success: bool | None = None
+    steps_to_goal: int | None = None
 
     def row(self) -> dict[str, Any]:
-        """The episode as one flat row (for results.csv, results.json and the W&B table)."""
-        return {
+        """The episode as one flat row (for results.csv, results.json and the W&B table); goal
+        episodes add ``success`` and ``steps_to_goal``."""
+        row = {
             "episode": self.episode,
             "seed": self.seed,
             "return": self.total_return,
@@ -47,6 +54,9 @@ class EpisodeResult:
             "normalized_score": self.normalized_score,
             "stop_actions": self.stop_actions,
         }
+        if self.success is not None:
+            row.update(success=self.success, steps_to_goal=self.steps_to_goal)
+        return row
 
 
 def mean_and_standard_error(values: Any) -> tuple[float, float]:
@@ -82,13 +92,18 @@ def realised_values(
 
 
 def aggregate(episodes: list[EpisodeResult]) -> dict[str, Any]:
-    """Mean ± standard error of return, normalised score and length over the episodes."""
+    """Mean ± standard error of return, normalised score and length over the episodes.
+
+    Goal episodes (every ``success`` set) add ``success_rate`` ± ``success_rate_se`` (the
+    standard error of the mean of the 0/1 outcomes), ``n_success`` and ``steps_to_goal_mean`` ±
+    ``steps_to_goal_se`` over the successful episodes (None when none succeeded).
+    """
     return_mean, return_se = mean_and_standard_error([e.total_return for e in episodes])
     length_mean, length_se = mean_and_standard_error([e.length for e in episodes])
     scores = [e.normalized_score for e in episodes]
     has_scores = bool(scores) and all(s is not None for s in scores)
     score_mean, score_se = mean_and_standard_error(scores) if has_scores else (None, None)
-    return {
+    aggregates = {
         "n_episodes": len(episodes),
         "return_mean": return_mean,
         "return_se": return_se,
@@ -98,3 +113,15 @@ def aggregate(episodes: list[EpisodeResult]) -> dict[str, Any]:
         "length_se": length_se,
         "n_terminated": sum(e.terminated for e in episodes),
     }
+    if episodes and all(e.success is not None for e in episodes):
+        rate, rate_se = mean_and_standard_error([float(bool(e.success)) for e in episodes])
+        reached = [e.steps_to_goal for e in episodes if e.success]
+        steps, steps_se = mean_and_standard_error(reached) if reached else (None, None)
+        aggregates.update(
+            success_rate=rate,
+            success_rate_se=rate_se,
+            n_success=len(reached),
+            steps_to_goal_mean=steps,
+            steps_to_goal_se=steps_se,
+        )
+    return aggregates

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -22,18 +22,26 @@ def target_token_types(length: int, observation_dim: int, action_dim: int) -> Te
     return TransitionLayout(observation_dim, action_dim).kinds(torch.arange(length) + 1)
 
 
+def goal_kwargs(rest: Sequence[Tensor]) -> dict[str, Tensor]:
+    """``{"goals": goals}`` from the rest of a goal batch ``(x, y, mask, goals)``, {} for a batch
+    ``(x, y, mask)``: a run without goals calls the model exactly as before."""
+    return {"goals": rest[0]} if rest else {}
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    batches: Iterable[tuple[Tensor, Tensor, Tensor]],
+    batches: Iterable[tuple[Tensor, ...]],
     observation_dim: int,
     action_dim: int,
     autocast: AbstractContextManager | None = None,
 ) -> dict[str, float]:
     """``val/loss`` (the training objective) and per-type ``val/<type>_loss`` / ``_accuracy``.
 
+    ``batches`` are ``(x, y, mask)`` or, for a goal-conditioned model, ``(x, y, mask, goals)``.
     The per-type numbers are unweighted cross-entropy and argmax accuracy over the positions the loss
-    mask keeps. The model is put in eval mode (no dropout) and back in its previous mode after.
+    mask keeps (trajectory tokens only: the model predicts no goal tokens). The model is put in eval
+    mode (no dropout) and back in its previous mode after.
     """
     was_training = model.training
     model.eval()
@@ -44,9 +52,9 @@ def evaluate(
     count = torch.zeros(n_types, dtype=torch.float64)
     types: Tensor | None = None
     try:
-        for x, y, mask in batches:
+        for x, y, mask, *goals in batches:
             with autocast or nullcontext():
-                out = model(x, targets=y, attention_mask=mask)
+                out = model(x, targets=y, attention_mask=mask, **goal_kwargs(goals))
             if types is None:
                 types = target_token_types(y.shape[1], observation_dim, action_dim).to(y.device)
             logits = out.logits.float()

@@ -2,6 +2,10 @@
 
 The data stage loads, preprocesses and fits the discretiser (:mod:`ttrl.data.pipeline`, which
 planning uses too); training then tokenises and splits the windows by episode.
+
+With ``data.goal`` set (future, final or desired) the run is goal-conditioned
+(:mod:`ttrl.data.goals`): the goal fields get a discretiser of their own, the windows carry a goal
+each (batches ``(x, y, mask, goals)``) and the model reads ``G`` goal tokens before every window.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ttrl.data.goals import ACHIEVED_GOAL, DESIRED_GOAL, GoalTokenDataset, fit_goal_discretizer
+from ttrl.data.loading import Transitions
 from ttrl.data.masking import hidden_observation_dims
 from ttrl.data.pipeline import FittedData, load_and_fit, load_preprocessed, preprocessing_settings
 from ttrl.data.preprocess import Trajectories
+from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.layout import TransitionLayout
 from ttrl.model import TrajectoryTransformerConfig
@@ -32,6 +39,12 @@ class TrainingData:
     reconstruction_error: (
         np.ndarray | None
     )  # per transition dim; None when the discretiser is reused
+    goal_discretizer: Any | None = None  # the goal dims' Discretizer (goal runs); else None
+
+    @property
+    def goal_dim(self) -> int:
+        """Goal tokens per window (the model's ``goal_dim``); 0 for a run without goals."""
+        return 0 if self.goal_discretizer is None else self.goal_discretizer.transition_dim
 
 
 def load_trajectories(cfg: Any, released_compat: bool = False) -> Trajectories:
@@ -44,19 +57,57 @@ def load_trajectories(cfg: Any, released_compat: bool = False) -> Trajectories:
     return load_preprocessed(cfg.env.name, released_compat=released_compat, **_preprocessing(cfg))
 
 
-def fit_data(cfg: Any, discretizer_state: dict | None = None) -> FittedData:
+def fit_data(
+    cfg: Any, discretizer_state: dict | None = None, goal_discretizer_state: dict | None = None
+) -> FittedData:
     """``cfg``'s dataset, preprocessed, with the ``cfg.discretizer`` fitted on it.
 
     With ``discretizer_state`` (resuming) that discretiser is rebuilt instead, so a resumed run
-    tokenises exactly as before.
+    tokenises exactly as before. A goal-conditioned run (``data.goal`` set) keeps the transitions
+    and fits the goal discretiser on their goal fields (same kind and bins), or rebuilds it from
+    ``goal_discretizer_state``.
+
+    Raises:
+        TtrlError: ``data.goal`` set on a dataset without goal fields (one line).
     """
-    return load_and_fit(
+    goal = goal_setting(cfg)
+    data = load_and_fit(
         cfg.env.name,
         n_bins=cfg.discretizer.n_bins,
         kind=cfg.discretizer.kind,
         discretizer_state=discretizer_state,
+        keep_transitions=goal is not None,
         **_preprocessing(cfg),
     )
+    if goal is None:
+        return data
+    require_goal_fields(data.transitions, goal)
+    if goal_discretizer_state is not None:
+        data.goal_discretizer = Discretizer.from_state_dict(goal_discretizer_state)
+    else:
+        data.goal_discretizer = fit_goal_discretizer(
+            data.transitions, cfg.discretizer.n_bins, cfg.discretizer.kind
+        )
+    return data
+
+
+def goal_setting(cfg: Any) -> str | None:
+    """``cfg.data.goal``: the hindsight relabelling of a goal-conditioned run, or None."""
+    return cfg.data.get("goal")
+
+
+def require_goal_fields(transitions: Transitions | None, goal: str) -> None:
+    """One :class:`TtrlError` line, naming ``data.goal``, if ``transitions`` lack a goal field."""
+    if transitions is None:
+        raise TtrlError(f"data.goal={goal} needs the dataset's transitions (keep_transitions=True)")
+    try:
+        for key in (ACHIEVED_GOAL, DESIRED_GOAL):
+            transitions.goal(key)
+    except TtrlError as err:
+        raise TtrlError(
+            f"data.goal={goal} trains a goal-conditioned model, but {err} (or train without goals: "
+            f"data.goal=null)"
+        ) from err
 
 
 def _preprocessing(cfg: Any) -> dict[str, Any]:
@@ -64,7 +115,8 @@ def _preprocessing(cfg: Any) -> dict[str, Any]:
 
 
 def tokenize(cfg: Any, data: FittedData, seed: int) -> TrainingData:
-    """Cut ``data``'s trajectories into train/val token windows of its discretiser."""
+    """Cut ``data``'s trajectories into train/val token windows of its discretiser (with a
+    relabelled goal each, :class:`~ttrl.data.goals.GoalTokenDataset`, for a goal-conditioned run)."""
     from ttrl.data import TokenDataset
 
     data_cfg = cfg.data
@@ -72,15 +124,24 @@ def tokenize(cfg: Any, data: FittedData, seed: int) -> TrainingData:
     error = (
         np.asarray(discretizer.reconstruction_error(trajectories.joined)) if data.fitted else None
     )
-    tokens = TokenDataset.build(
-        trajectories,
-        discretizer,
-        sequence_length=data_cfg.sequence_length,
-        max_path_length=data_cfg.max_path_length,
-        hidden_observation_dims=hidden_observation_dims(
+    windows = {
+        "sequence_length": data_cfg.sequence_length,
+        "max_path_length": data_cfg.max_path_length,
+        "hidden_observation_dims": hidden_observation_dims(
             trajectories.observation_dim, data_cfg.hidden_observation_fraction
         ),
-    )
+    }
+    if data.goal_discretizer is None:
+        tokens = TokenDataset.build(trajectories, discretizer, **windows)
+    else:
+        tokens = GoalTokenDataset.build(
+            trajectories,
+            data.transitions,
+            discretizer,
+            data.goal_discretizer,
+            relabel=goal_setting(cfg),
+            **windows,
+        )
     if len(tokens) == 0:
         raise TtrlError(
             f"dataset {cfg.env.name} yields no training window of {data_cfg.sequence_length} "
@@ -95,6 +156,7 @@ def tokenize(cfg: Any, data: FittedData, seed: int) -> TrainingData:
         observation_dim=trajectories.observation_dim,
         action_dim=trajectories.action_dim,
         reconstruction_error=error,
+        goal_discretizer=data.goal_discretizer,
     )
 
 
@@ -111,13 +173,19 @@ def split_windows(tokens: Any, val_fraction: float, seed: int) -> tuple[Any, Any
 
 
 def build_model_config(
-    model_cfg: Any, observation_dim: int, action_dim: int, n_bins: int, sequence_length: int
+    model_cfg: Any,
+    observation_dim: int,
+    action_dim: int,
+    n_bins: int,
+    sequence_length: int,
+    goal_dim: int = 0,
 ) -> TrajectoryTransformerConfig:
     """The transformer's config: sizes from ``model_cfg``, dims from the data.
 
-    ``block_size`` defaults to ``sequence_length * T - 1`` (inputs are windows minus their last token).
+    ``block_size`` defaults to ``goal_dim + sequence_length * T - 1`` (inputs are windows minus
+    their last token, after the goal's ``goal_dim`` tokens; 0 without a goal).
     """
-    layout = TransitionLayout(observation_dim, action_dim, n_bins)
+    layout = TransitionLayout(observation_dim, action_dim, n_bins, prefix_length=goal_dim)
     transition_dim = layout.transition_dim
     needed = layout.block_size(sequence_length)
     block_size = model_cfg.block_size or needed
@@ -141,6 +209,7 @@ def build_model_config(
         embd_pdrop=model_cfg.embd_pdrop,
         resid_pdrop=model_cfg.resid_pdrop,
         attn_pdrop=model_cfg.attn_pdrop,
+        goal_dim=goal_dim,
     )
 
 

@@ -24,7 +24,7 @@ DATA_DIM_FIELDS = ("observation_dim", "action_dim", "transition_dim", "vocab_siz
 # Settings that give a checkpoint's weights, tokens and optimiser state their meaning: a resumed run
 # must keep them (the budget, intervals, logging, device and evaluation may change).
 # Fixed settings newer than some saved runs, with the value those runs had in effect.
-ADDED_SETTINGS = {"data.hidden_observation_fraction": 0.0}
+ADDED_SETTINGS = {"data.hidden_observation_fraction": 0.0, "data.goal": None}
 
 FIXED_ON_RESUME = (
     "env.name",

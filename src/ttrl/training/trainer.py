@@ -50,7 +50,7 @@ from ttrl.training.distributed import (
     shutdown_distributed,
 )
 from ttrl.training.logger import METRICS_FILE, create_logger
-from ttrl.training.metrics import evaluate
+from ttrl.training.metrics import evaluate, goal_kwargs
 from ttrl.training.optim import build_optimizer, build_scheduler, schedule_from_epochs
 from ttrl.training.pipeline import (
     TrainingData,
@@ -195,9 +195,13 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.autocast = autocast_context(self.device, tcfg.amp)
 
-        # a resumed run rebuilds its saved discretiser instead of fitting one
-        saved_discretizer = bundle.get("discretizer") if bundle is not None else None
-        data = fit_data(cfg, discretizer_state=saved_discretizer)
+        # a resumed run rebuilds its saved discretisers instead of fitting them
+        saved = bundle if bundle is not None else {}
+        data = fit_data(
+            cfg,
+            discretizer_state=saved.get("discretizer"),
+            goal_discretizer_state=saved.get("goal_discretizer"),
+        )
         trajectories = data.trajectories
         self.model_config = build_model_config(
             cfg.model,
@@ -205,6 +209,7 @@ class Trainer:
             trajectories.action_dim,
             cfg.discretizer.n_bins,
             cfg.data.sequence_length,
+            goal_dim=0 if data.goal_discretizer is None else data.goal_discretizer.transition_dim,
         )
         if bundle is not None:
             check_resumable(bundle, self.model_config.to_dict(), resume_checkpoint(run_dir))
@@ -311,6 +316,12 @@ class Trainer:
                 for i, e in enumerate(data.reconstruction_error)
             }
             self.logger.log(errors, self.step)
+        if data.goal_dim:
+            log.info(
+                "goal-conditioned: data.goal=%s, %d goal tokens before every window",
+                self.cfg.data.goal,
+                data.goal_dim,
+            )
         log.info(
             "training %s: %d train windows, %s val windows, %d parameters, %d steps of batch %d x %d "
             "processes on %s, run dir %s",
@@ -414,9 +425,10 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         """One optimiser step on a fresh batch; returns loss, grad norm, LR and tokens, unsynced."""
         tcfg = self.cfg.trainer
-        x, y, mask = self.train_set.sample(tcfg.batch_size, generator=self.sampler)
+        # goal windows come as (x, y, mask, goals), the goals drawn after the windows
+        x, y, mask, *goals = self.train_set.sample(tcfg.batch_size, generator=self.sampler)
         with self.autocast:
-            loss = self.forward_model(x, targets=y, attention_mask=mask).loss
+            loss = self.forward_model(x, targets=y, attention_mask=mask, **goal_kwargs(goals)).loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if tcfg.grad_clip > 0:
@@ -469,6 +481,7 @@ class Trainer:
             model_config=self.model_config.to_dict(),
             model=cpu_state_dict(self.model),
             discretizer=self.data.discretizer.state_dict(),
+            **self.goal_parts(),
             config=self.config,
             trainer={
                 "optimizer": self.optimizer.state_dict(),
@@ -481,6 +494,12 @@ class Trainer:
                 "world_size": self.ctx.world_size,
             },
         )
+
+    def goal_parts(self) -> dict[str, Any]:
+        """``{"goal_discretizer": state}`` for a goal-conditioned run; {} (the bundle as before) else."""
+        if self.data.goal_discretizer is None:
+            return {}
+        return {"goal_discretizer": self.data.goal_discretizer.state_dict()}
 
     def upload_final_checkpoint(self) -> None:
         """Attach the best checkpoint to the W&B run (online runs only)."""

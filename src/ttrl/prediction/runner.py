@@ -225,7 +225,7 @@ def _baseline_key(run_dir: str, data: PredictionData, hidden: tuple, config: Any
     """What a fitted baseline depends on: its settings, the training episodes and hidden dims."""
     blob = json.dumps(
         {
-            "config": {k: v for k, v in vars(config).items()},
+            "config": vars(config),
             "episodes": data.training_episodes.tolist(),
             "hidden": list(hidden),
             "rows": len(data.trajectories),

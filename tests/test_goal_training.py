@@ -223,6 +223,40 @@ def test_run_planning_plans_a_goal_run_end_to_end(goal_run):
     assert [e.success for e in again.episodes] == [e.success for e in results.episodes]
 
 
+def test_goal_episodes_keep_their_paths_and_the_maze_picture_is_drawn(goal_run):
+    out_dir = goal_run / "plan" / "paths"
+    planner = {**SMALL_PLANNER, "objective": "likelihood", "plan_freq": 2}
+    results = run_planning(plan_config(goal_run, "name=paths"), out_dir, planner_overrides=planner)
+    inputs = load_run(goal_run)
+    for episode in results.episodes:
+        observations = np.asarray(episode.observations)
+        assert observations.shape == (episode.length + 1, 4)  # the reset one, then one per step
+        env = make_goal_env(evaluation_spec(MAZE).env_id)
+        first = env.reset(seed=episode.seed)[0]
+        env.close()
+        np.testing.assert_allclose(observations[0], first["observation"], atol=1e-4)
+        np.testing.assert_allclose(episode.goal, first["desired_goal"], atol=1e-4)
+        assert episode.plan_steps == list(range(0, episode.length, 2))  # a plan every 2 steps
+        for step, planned in zip(episode.plan_steps, episode.planned_observations, strict=True):
+            planned = np.asarray(planned)
+            assert planned.shape == (SMALL_PLANNER["horizon"], 4)
+            # a plan starts from the observation it was made from, as its tokens hold it (the
+            # recorded path is rounded to 1e-4, so that observation's bin is one of two at an edge)
+            token = inputs.discretizer.encode(planned[0], slice(0, 4))
+            low, high = (
+                inputs.discretizer.encode(observations[step] + d, slice(0, 4))
+                for d in (-1e-4, 1e-4)
+            )
+            assert ((low <= token) & (token <= high)).all()
+    picture = out_dir / "paths.png"
+    assert picture.is_file() and picture.stat().st_size > 5_000
+    (out_dir / "paths.png").unlink()
+    from ttrl.evaluation.paths import main as draw_paths
+
+    draw_paths([str(out_dir), "--episodes", "1"])  # drawn again from the episode files
+    assert picture.is_file()
+
+
 def test_a_goal_run_plans_after_training_as_its_evaluate_section_says(goal_run):
     config = load_bundle(goal_run)["config"]
     config["evaluate"].update(n_episodes=1, max_episode_steps=3, name="after")
@@ -317,6 +351,7 @@ def test_success_is_the_envs_and_the_goal_is_read_again_every_step(goal_run, mon
 def test_locomotion_results_have_no_success_fields():
     episode = EpisodeResult(0, 0, 1.0, 3, False, True, 10.0)
     assert "success" not in episode.row() and "steps_to_goal" not in episode.row()
+    assert episode.observations == [] and episode.planned_observations == []
     assert not any(key.startswith(("success", "steps_to")) for key in aggregate([episode]))
 
 

@@ -45,7 +45,8 @@ def results_dict(results: EpisodeResults, config: dict[str, Any] | None = None) 
 def write_results(
     results: EpisodeResults, out_dir: str | os.PathLike, config: dict[str, Any] | None = None
 ) -> dict[str, Path]:
-    """Write results.json, results.csv, predictions.csv and predictions.png into ``out_dir``."""
+    """Write results.json, results.csv, predictions.csv and predictions.png into ``out_dir``, and
+    for PointMaze evaluations paths.png (:mod:`ttrl.evaluation.paths`)."""
     out_dir = Path(out_dir)
     paths = {
         "json": atomic_write_json(out_dir / RESULTS_JSON, results_dict(results, config)),
@@ -53,6 +54,13 @@ def write_results(
         "predictions": write_csv(out_dir / PREDICTIONS_CSV, prediction_rows(results.episodes)),
         "plot": plot_predictions(results.episodes[0], out_dir / PREDICTIONS_PLOT, results.dataset),
     }
+    # imported here: `python -m ttrl.evaluation.paths` must not find itself loaded by the package
+    from ttrl.evaluation.paths import PATHS_PLOT, has_paths, maze_of_env, plot_maze_paths
+
+    maze = maze_of_env(results.env_id)
+    if maze is not None and has_paths(results.episodes):
+        title = f"{results.dataset}: executed (solid), planned (dashed); goal discs"
+        paths["paths"] = plot_maze_paths(results.episodes, maze, out_dir / PATHS_PLOT, title)
     if results.video_path is not None:
         paths["video"] = results.video_path
     return paths

@@ -44,6 +44,7 @@ from ttrl.evaluation.video import VideoRecorder, prefer_headless_rendering, warn
 
 EnvFactory = Callable[[str, int | None, bool], Any]
 OBSERVATION_KEY, GOAL_KEY = "observation", "desired_goal"  # a goal env's dict observation fields
+PATH_DECIMALS = 4  # goal episodes' recorded paths (EpisodeResult.observations, ...)
 
 
 def make_env(
@@ -230,7 +231,8 @@ class _Episode:
     """The running state of one episode: ``index`` in the evaluation, ``row`` in this batch.
 
     ``goal`` is the env's current desired goal (None for envs without goals); ``success`` is None
-    for those envs, else whether the env reported success after some step.
+    for those envs, else whether the env reported success after some step. Goal episodes keep
+    their path: the observations seen, and each plan's step and predicted observations.
     """
 
     index: int
@@ -247,6 +249,15 @@ class _Episode:
     terminated: bool = False
     truncated: bool = False
     stop_actions: int = 0  # steps whose planned action held the stop token
+    start_goal: np.ndarray | None = None
+    path: list[np.ndarray] = field(default_factory=list)
+    plan_steps: list[int] = field(default_factory=list)
+    planned: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def keeps_path(self) -> bool:
+        """Whether this episode records its path (goal episodes: the maze picture)."""
+        return self.success is not None
 
     @property
     def done(self) -> bool:
@@ -256,6 +267,8 @@ class _Episode:
         """Take the env's observation after a step (and its goal, which the env may have moved),
         and the first step at which ``info["success"]`` held."""
         self.observation, self.goal = split_observation(observation)
+        if self.keeps_path:
+            self.path.append(self.observation)
         if self.success is False and info.get("success"):
             self.success, self.steps_to_goal = True, len(self.rewards)
 
@@ -425,7 +438,10 @@ def _start_episodes(
         observation, goal = split_observation(env.reset(seed=seed + i)[0])
         # an env with goals scores success (False until reached); locomotion keeps None
         success = None if goal is None else False
-        episodes.append(_Episode(i, row, seed + i, env, observation, goal, success))
+        episode = _Episode(i, row, seed + i, env, observation, goal, success, start_goal=goal)
+        if episode.keeps_path:
+            episode.path.append(observation)
+        episodes.append(episode)
     return episodes
 
 
@@ -466,6 +482,7 @@ def _run_episodes(
     )
     plan: tuple[np.ndarray, ...] = ()
     plan_rows: list[int] = []
+    keep_paths = any(e.keeps_path for e in episodes)
     offset = 0
     n_decisions, n_calls, plan_seconds, steps = 0, 0, 0.0, 0
     start = time.perf_counter()
@@ -484,8 +501,20 @@ def _run_episodes(
                 )
                 action_tokens = found.tokens[:, :, observation_dim : observation_dim + action_dim]
                 stops = (action_tokens == discretizer.stop_token).any(dim=-1)
-                # one transfer per plan: actions [n, H, A]; predicted rewards, values, stops [n, H]
-                plan = tuple(_numpy(x) for x in (found.actions, found.rewards, found.values, stops))
+                # one transfer per plan: actions [n, H, A]; predicted rewards, values, stops [n, H];
+                # for goal episodes the planned observations [n, H, S] too (the maze picture)
+                planned = (
+                    discretizer.decode(
+                        found.tokens[:, :, :observation_dim], slice(0, observation_dim)
+                    )
+                    if keep_paths
+                    else None
+                )
+                plan = tuple(
+                    _numpy(x)
+                    for x in (found.actions, found.rewards, found.values, stops, planned)
+                    if x is not None
+                )
                 plan_seconds += time.perf_counter() - tic
                 n_calls += 1
                 n_decisions += len(plan_rows)
@@ -536,11 +565,14 @@ def _step_all(
     recorder: VideoRecorder | None,
 ) -> None:
     """Execute each running episode's planned action at ``offset`` and record what happened."""
-    actions, predicted_rewards, predicted_values, stops = plan
+    actions, predicted_rewards, predicted_values, stops = plan[:4]
     row_of = {context_row: row for row, context_row in enumerate(plan_rows)}
     rows = [row_of[e.row] for e in running]
     executed = actions[rows, offset]
     for episode, row, action in zip(running, rows, executed, strict=True):
+        if offset == 0 and episode.keeps_path:  # a new plan: keep what it predicted
+            episode.plan_steps.append(len(episode.rewards))
+            episode.planned.append(plan[4][row])
         episode.stop_actions += int(stops[row, offset])
         observation, reward, terminated, truncated, info = episode.env.step(action)
         episode.rewards.append(float(reward))
@@ -582,7 +614,16 @@ def _finish(
         predicted_values=episode.predicted_values,
         success=episode.success,
         steps_to_goal=episode.steps_to_goal,
+        observations=[_rounded(x) for x in episode.path],
+        goal=_rounded(episode.start_goal) if episode.start_goal is not None else [],
+        plan_steps=list(episode.plan_steps),
+        planned_observations=[_rounded(x) for x in episode.planned],
     )
+
+
+def _rounded(x: Any) -> Any:
+    """``x`` as nested lists of floats, to 4 decimals (paths in JSON stay small)."""
+    return np.round(np.asarray(x, dtype=np.float64), PATH_DECIMALS).tolist()
 
 
 def _numpy(x: Any) -> np.ndarray:

@@ -24,6 +24,11 @@ class EpisodeResult:
     Goal reaching (envs whose observations hold a ``desired_goal``, e.g. PointMaze): ``success``
     is whether the env's ``info["success"]`` was true after some step, ``steps_to_goal`` the first
     such step (1-based; None when never reached). Both are None for other envs (locomotion).
+    Goal episodes also keep their paths, for the maze picture (:mod:`ttrl.evaluation.paths`):
+    ``observations`` the executed observations (the reset one first, then one per step), ``goal``
+    the desired goal at the start, and for every plan the step it was made at (``plan_steps``) and
+    the observations it predicted (``planned_observations``, ``[H, S]`` each, its first row the
+    observation it was made from). All are empty for other envs, so locomotion files stay small.
     """
 
     episode: int
@@ -40,6 +45,10 @@ class EpisodeResult:
     predicted_values: list[float] = field(default_factory=list)
     success: bool | None = None
     steps_to_goal: int | None = None
+    observations: list[list[float]] = field(default_factory=list)
+    goal: list[float] = field(default_factory=list)
+    plan_steps: list[int] = field(default_factory=list)
+    planned_observations: list[list[list[float]]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
         """The episode as one flat row (for results.csv, results.json and the W&B table); goal

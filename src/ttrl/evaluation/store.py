@@ -30,7 +30,14 @@ from ttrl.io import atomic_write_json
 EPISODES_DIR = "episodes"
 SETTINGS_FILE = "settings.json"
 # What an earlier evaluation may have left in the folder; removed when it is overwritten.
-RESULT_FILES = ("results.json", "results.csv", "predictions.csv", "predictions.png", "episode0.mp4")
+RESULT_FILES = (
+    "results.json",
+    "results.csv",
+    "predictions.csv",
+    "predictions.png",
+    "paths.png",
+    "episode0.mp4",
+)
 TIMING_SUMS = ("wall_seconds", "plan_seconds", "planner_calls", "decisions", "env_steps")
 MAX_LISTED_DIFFERENCES = 3
 

@@ -7,7 +7,8 @@
 Finds every results.json under the given dirs (or takes results.json files as given), groups them
 by dataset and agent (TT, or a baseline from scripts/train_baseline.py) and writes into --out
 (default: the first dir) report.md (the comparison of each dataset's own average, BC, IQL and TT
-with the paper's TT and BC, then one row per dataset and agent), report.csv, report.png,
+with the paper's TT and BC; for goal-reaching datasets the success rates of TT, goal-conditioned BC
+and the waypoint controller; then one row per dataset and agent), report.csv, report.png,
 comparison.csv and comparison.png, printing both tables. See ttrl.evaluation.table.
 """
 
@@ -21,6 +22,7 @@ from ttrl.evaluation.table import (
     compare,
     comparison_markdown,
     find_results,
+    goal_comparison_markdown,
     load_evaluation,
     summarize,
     to_markdown,
@@ -52,7 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out) if args.out else (first if first.is_dir() else first.parent)
     comparison = compare(rows, (lambda _: None) if args.no_data_average else None)
     paths = write_report(rows, out_dir, comparison)
-    print(comparison_markdown(comparison))
+    if comparison:
+        print(comparison_markdown(comparison))
+    if goals := goal_comparison_markdown(rows):
+        print(goals)
     print(to_markdown(rows))
     print("wrote " + ", ".join(str(p) for p in paths.values()))
 

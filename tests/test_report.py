@@ -186,3 +186,47 @@ def test_comparison_puts_the_data_average_bc_and_tt_side_by_side(tmp_path):
         and csv_row["paper_bc"] == "63.9"
     )
     assert plot_comparison([row], tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def write_goal_results(path: Path, agent: str, seed: int, successes: list[bool]) -> None:
+    """A goal evaluation's results.json as plan.py and train_baseline.py write it: no normalised
+    scores, a success per episode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    episodes = [
+        {"episode": i, "normalized_score": None, "success": s} for i, s in enumerate(successes)
+    ]
+    config = {"train_config": {"seed": seed, "env": {"name": "pointmaze-umaze"}}}
+    path.write_text(
+        json.dumps(
+            {"dataset": "pointmaze-umaze", "episodes": episodes, "config": config, "agent": agent}
+        )
+    )
+
+
+def test_goal_evaluations_are_tabulated_by_success_rate(tmp_path):
+    from ttrl.evaluation.table import compare, goal_comparison_markdown, write_report
+
+    # TT: seeds 0 and 1, 3 + 1 of 4 episodes: 4/8 = 50 %, se = 100 * sqrt(0.25 * 8/7 / 8)
+    write_goal_results(tmp_path / "tt0/results.json", "tt", 0, [True, True, True, False])
+    write_goal_results(tmp_path / "tt1/results.json", "tt", 1, [False, False, True, False])
+    write_goal_results(tmp_path / "w/results.json", "waypoint", 0, [True] * 4)
+    rows = summarize([load_evaluation(p) for p in find_results([tmp_path])])
+    by_agent = {row.agent: row for row in rows}
+    assert set(by_agent) == {"tt", "waypoint"}
+    assert by_agent["tt"].episode_mean == pytest.approx(50.0)
+    assert by_agent["tt"].episode_se == pytest.approx(100 * math.sqrt(0.25 * 8 / 7 / 8))
+    assert by_agent["tt"].seed_mean == pytest.approx(50.0)  # seeds at 75 and 25
+    assert by_agent["waypoint"].label == "pointmaze-umaze [waypoint] (success %)"
+    assert compare(rows, lambda name: None) == []  # not in the normalised-score comparison
+    table = goal_comparison_markdown(rows)
+    assert "| pointmaze-umaze | 50.0 ± 18.9 (2x4) | - | 100.0 ± 0.0 (1x4) |" in table
+    written = write_report(rows, tmp_path / "out")
+    assert table in written["markdown"].read_text()
+    assert "success %" in written["csv"].read_text()
+
+
+def test_success_and_score_results_of_one_agent_are_refused(tmp_path):
+    write_goal_results(tmp_path / "a/results.json", "tt", 0, [True])
+    write_results(tmp_path / "b/results.json", "pointmaze-umaze", 1, [10.0])
+    with pytest.raises(TtrlError, match="report them apart"):
+        summarize([load_evaluation(p) for p in find_results([tmp_path])])

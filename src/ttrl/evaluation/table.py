@@ -12,6 +12,11 @@ Evaluations are grouped by agent as well: a baseline's results.json says ``"agen
 transformer's say nothing, or ``"tt"``), and its rows read ``hopper-medium [bc]``, below the
 transformer's row of the same dataset.
 
+Goal-reaching evaluations (PointMaze: episodes with ``success`` and no normalised score) are
+scored by success rate instead, in percent (``"metric": "success %"``); their rows are labelled
+so, stay out of the normalised-score comparison, and get a table of their own
+(:func:`goal_comparison_markdown`: TT, goal-conditioned BC and the waypoint controller side by side).
+
 Where the dataset has a published Trajectory Transformer number (Janner et al. 2021, Table 1,
 "TT (quantile)", D4RL v2, mean ± standard error over 15 runs) it is shown beside ours: for ttrl's
 D4RL-style names (``hopper-medium``) and D4RL v2 HDF5 files (``.../hopper_medium-v2.hdf5``).
@@ -66,6 +71,8 @@ PAPER_BC: dict[str, float] = {
     "walker2d-medium-replay": 36.9,
 }
 COMPARED_AGENTS = ("bc", "iql", TT_AGENT)  # the comparison table's agent columns, in order
+GOAL_AGENTS = (TT_AGENT, "gcbc", "waypoint")  # the goal-reaching table's columns, in order
+SCORE_METRIC, SUCCESS_METRIC = "normalised score", "success %"
 REPORT_MD = "report.md"
 REPORT_CSV = "report.csv"
 REPORT_PNG = "report.png"
@@ -89,6 +96,7 @@ class Evaluation:
     seed: int | None  # the training run's seed (None for a checkpoint without a training config)
     scores: list[float]
     agent: str = TT_AGENT  # what was evaluated: the transformer, or a baseline ("bc")
+    metric: str = SCORE_METRIC  # or SUCCESS_METRIC: goal episodes, 100 * success each
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,7 @@ class DatasetRow:
     paper_mean: float | None
     paper_se: float | None
     agent: str = TT_AGENT
+    metric: str = SCORE_METRIC
 
     @property
     def n_seeds(self) -> int:
@@ -112,8 +121,10 @@ class DatasetRow:
 
     @property
     def label(self) -> str:
-        """The dataset, and the agent unless it is the transformer: ``hopper-medium [bc]``."""
-        return self.dataset if self.agent == TT_AGENT else f"{self.dataset} [{self.agent}]"
+        """The dataset, the agent unless it is the transformer, and the metric unless it is the
+        normalised score: ``hopper-medium [bc]``, ``pointmaze-umaze [gcbc] (success %)``."""
+        label = self.dataset if self.agent == TT_AGENT else f"{self.dataset} [{self.agent}]"
+        return label if self.metric == SCORE_METRIC else f"{label} ({self.metric})"
 
 
 def find_results(paths: Iterable[str | os.PathLike], name: str | None = None) -> list[Path]:
@@ -148,7 +159,8 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
     try:
         results = json.loads(path.read_text())
         dataset = results["dataset"]
-        scores = [episode["normalized_score"] for episode in results["episodes"]]
+        episodes = results["episodes"]
+        scores = [episode["normalized_score"] for episode in episodes]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise TtrlError(
             f"{path} is not a ttrl results.json ({err}); remove it or pass other dirs"
@@ -160,6 +172,9 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
             stacklevel=2,
         )
         return None
+    metric = SCORE_METRIC
+    if scores and all(s is None for s in scores) and all("success" in e for e in episodes):
+        scores, metric = [100.0 * bool(e["success"]) for e in episodes], SUCCESS_METRIC
     if not scores or any(s is None for s in scores):
         warnings.warn(
             f"{path}: no normalised scores (dataset {dataset!r} has no reference returns); skipped",
@@ -169,7 +184,12 @@ def load_evaluation(path: str | os.PathLike) -> Evaluation | None:
     train_config = (results.get("config") or {}).get("train_config") or {}
     agent = str(results.get("agent") or TT_AGENT)
     return Evaluation(
-        path=path, dataset=dataset, seed=train_config.get("seed"), scores=scores, agent=agent
+        path=path,
+        dataset=dataset,
+        seed=train_config.get("seed"),
+        scores=scores,
+        agent=agent,
+        metric=metric,
     )
 
 
@@ -179,6 +199,12 @@ def summarize(evaluations: Sequence[Evaluation]) -> list[DatasetRow]:
     groups: dict[tuple[str, str], list[Evaluation]] = defaultdict(list)
     for evaluation in evaluations:
         groups[evaluation.dataset, evaluation.agent].append(evaluation)
+    for (dataset, agent), group in groups.items():
+        if len({e.metric for e in group}) > 1:
+            raise TtrlError(
+                f"{dataset} [{agent}]: some results are scored by success, others by normalised "
+                f"score ({', '.join(str(e.path) for e in group[:2])}); report them apart"
+            )
 
     def order(key: tuple[str, str]) -> tuple[tuple[int, str], bool, str]:
         dataset, agent = key
@@ -216,6 +242,7 @@ def summarize_dataset(
         paper_mean=paper_mean,
         paper_se=paper_se,
         agent=agent,
+        metric=evaluations[0].metric if evaluations else SCORE_METRIC,
     )
 
 
@@ -265,6 +292,7 @@ def to_csv(rows: Sequence[DatasetRow]) -> str:
             "paper_tt_quantile_mean",
             "paper_tt_quantile_se",
             "agent",
+            "metric",
         ]
     )
     for row in rows:
@@ -286,6 +314,7 @@ def to_csv(rows: Sequence[DatasetRow]) -> str:
                     )
                 ),
                 row.agent,
+                row.metric,
             ]
         )
     return buffer.getvalue()
@@ -316,7 +345,8 @@ def plot_table(rows: Sequence[DatasetRow], path: str | os.PathLike) -> Path:
         )
     ax.set_xticks(x)
     ax.set_xticklabels([r.label for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("normalised score")
+    metrics = sorted({r.metric for r in rows})
+    ax.set_ylabel(" / ".join(metrics))
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.legend(loc="best", fontsize="small")
     fig.tight_layout()
@@ -349,7 +379,8 @@ def compare(
         from ttrl.data.summary import dataset_score as data_score
     by_dataset: dict[str, dict[str, DatasetRow]] = defaultdict(dict)
     for row in rows:
-        by_dataset[row.dataset][row.agent] = row
+        if row.metric == SCORE_METRIC:  # success rates have their own table
+            by_dataset[row.dataset][row.agent] = row
     compared = []
     for dataset, agents in by_dataset.items():
         try:
@@ -391,6 +422,33 @@ def comparison_markdown(rows: Sequence[ComparisonRow]) -> str:
         paper_bc = f"{row.paper_bc:.1f}" if row.paper_bc is not None else "-"
         lines.append(f"| {row.dataset} | {data} | {' | '.join(cells)} | {paper_tt} | {paper_bc} |")
     return "\n".join(lines) + "\n\n" + COMPARISON_NOTES + "\n"
+
+
+def goal_comparison_markdown(rows: Sequence[DatasetRow]) -> str:
+    """Goal reaching as Markdown: per dataset the success rate of TT, goal-conditioned BC and the
+    waypoint controller (other agents after them); "" when no row is scored by success."""
+    by_dataset: dict[str, dict[str, DatasetRow]] = defaultdict(dict)
+    for row in rows:
+        if row.metric == SUCCESS_METRIC:
+            by_dataset[row.dataset][row.agent] = row
+    if not by_dataset:
+        return ""
+    found = {agent for agents in by_dataset.values() for agent in agents}
+    agents = [*GOAL_AGENTS, *sorted(found - set(GOAL_AGENTS))]
+    names = {TT_AGENT: "TT (ours)", "gcbc": "GC-BC", "waypoint": "waypoint controller"}
+    header = " | ".join(names.get(a, a) for a in agents)
+    lines = [f"| dataset | {header} |", "|---" * (len(agents) + 1) + "|"]
+    for dataset, by_agent in by_dataset.items():
+        cells = " | ".join(_agent_cell(by_agent.get(agent)) for agent in agents)
+        lines.append(f"| {dataset} | {cells} |")
+    return "\n".join(lines) + "\n\n" + GOAL_NOTES + "\n"
+
+
+GOAL_NOTES = (
+    "Success rate in percent (the env's info['success'], within 0.45 of the goal): mean ± standard "
+    "error over every episode of every seed (seeds x episodes per seed in brackets). Episode i of "
+    "every agent starts from the same reset (seed + i), so the goals are the same."
+)
 
 
 COMPARISON_NOTES = (
@@ -471,6 +529,9 @@ def write_report(
     its table in report.md and comparison.csv / comparison.png)."""
     out_dir = Path(out_dir)
     markdown = to_markdown(rows)
+    goals = goal_comparison_markdown(rows)
+    if goals:
+        markdown = goals + "\n" + markdown
     written = {}
     if comparison:
         markdown = comparison_markdown(comparison) + "\n" + markdown

@@ -17,9 +17,11 @@ from ttrl.planning.config import PlannerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # the D4RL locomotion datasets' files; the PointMaze ones (goal reaching) are tested with goal
-# training (tests/test_goal_training.py)
+# training (tests/test_goal_training.py), the AntMaze ones in tests/test_antmaze.py
 ENV_FILES = sorted(
-    p.stem for p in (CONFIG_DIR / "env").glob("*.yaml") if not p.stem.startswith("pointmaze-")
+    p.stem
+    for p in (CONFIG_DIR / "env").glob("*.yaml")
+    if not p.stem.startswith(("pointmaze-", "antmaze-"))
 )
 
 # The paper's per-dataset settings (Janner et al. 2021, appendix / released code), written out

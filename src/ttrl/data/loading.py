@@ -8,17 +8,20 @@ Goal-conditioned datasets (PointMaze's dict observations ``observation`` / ``ach
 ``desired_goal``) load with ``observation`` as the observations and the goal fields kept apart in
 :attr:`Transitions.goals`, so the flat pipeline reads them as before and a goal-conditioned one can
 ask for the goals (:meth:`Transitions.goal`).
+
+A dataset whose spec has a :attr:`~ttrl.data.registry.DatasetSpec.recut` (AntMaze) is re-cut here,
+once, for every stage that reads it (:func:`recut_episodes`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ttrl.data.registry import DatasetSpec, minari_dataset_dir, resolve_dataset
+from ttrl.data.registry import DatasetSpec, EpisodeRecut, minari_dataset_dir, resolve_dataset
 from ttrl.errors import TtrlError
 
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -177,6 +180,9 @@ def load_transitions(
 
     ``require_goals``: refuse a dataset without the goal fields :data:`GOAL_KEYS` (goal-conditioned use).
 
+    The spec's :attr:`~ttrl.data.registry.DatasetSpec.recut` (AntMaze's episodes and terminals) is
+    applied here, so the transformer, the baselines and summaries all read the same episodes.
+
     Raises:
         TtrlError: the dataset is missing (naming the command that makes it), malformed, holds NaN/inf,
             or lacks a goal field ``require_goals`` asks for.
@@ -188,10 +194,36 @@ def load_transitions(
         raise TtrlError(f"dataset spec {spec.name!r} names neither a Minari id nor an HDF5 file")
     else:
         transitions = load_minari(spec.minari_id)
+    if spec.recut is not None:
+        transitions = recut_episodes(transitions, spec.recut)
     if require_goals:
         for key in GOAL_KEYS:
             transitions.goal(key)  # raises, naming the dataset and the fields it has
     return transitions
+
+
+def recut_episodes(transitions: Transitions, recut: EpisodeRecut) -> Transitions:
+    """``transitions`` with terminals cleared and every episode cut into ``recut.time_limit`` chunks.
+
+    The stored timeouts stay episode ends (a stored end is a reset or a cut, so no chunk spans
+    one); a step that ended its episode only by a terminal flag no longer does when terminals are
+    cleared (in AntMaze's data the ant is not reset at its goal). Within each remaining episode
+    every ``time_limit``-th step becomes a timeout. TT's loader counts its chunks over the whole
+    dataset instead; the two agree wherever stored episodes are multiples of the limit long.
+    """
+    if recut.time_limit < 1:
+        raise TtrlError(f"an episode re-cut needs time_limit >= 1, got {recut.time_limit}")
+    terminals = (
+        np.zeros_like(transitions.terminals) if recut.zero_terminals else transitions.terminals
+    )
+    ends = transitions.timeouts | terminals
+    ends[-1] = True
+    starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])
+    lengths = np.diff(np.append(starts, len(ends)))
+    step = np.arange(len(ends)) - np.repeat(starts, lengths)  # step within its stored episode
+    timeouts = transitions.timeouts | ((step + 1) % recut.time_limit == 0)
+    timeouts[-1] |= not terminals[-1]  # the data's last step still ends an episode
+    return replace(transitions, terminals=terminals, timeouts=timeouts)  # arrays shared, not copied
 
 
 def load_minari(minari_id: str) -> Transitions:

@@ -28,6 +28,7 @@ PREPROCESSING_DEFAULTS = {
     "discount": DISCOUNT,
     "termination_penalty": TERMINATION_PENALTY,
     "max_path_length": MAX_PATH_LENGTH,
+    "observe_goal": False,
 }
 
 
@@ -70,13 +71,20 @@ def load_preprocessed(
     termination_penalty: float | None = TERMINATION_PENALTY,
     max_path_length: int = MAX_PATH_LENGTH,
     released_compat: bool = False,
+    observe_goal: bool = False,
 ) -> Trajectories:
     """Resolve the dataset ``name`` (from ``source``), load it and preprocess it into rows.
 
     ``released_compat=True`` gives the released code's rows (last step dropped, float64), whose
     quantile edges are those its checkpoints were trained with (see :mod:`ttrl.data.preprocess`).
+    A dataset whose terminals are cleared on loading (AntMaze, ``DatasetSpec.recut``) gets no
+    termination penalty, whatever ``termination_penalty`` says. ``observe_goal`` appends the
+    pursued goal to every observation and ends an episode at each reached goal, a terminal
+    success that gets no penalty either (:func:`ttrl.data.goals.observe_desired_goal`).
     """
-    return _load(name, source, discount, termination_penalty, max_path_length, released_compat)[1]
+    return _load(
+        name, source, discount, termination_penalty, max_path_length, released_compat, observe_goal
+    )[1]
 
 
 def _load(
@@ -86,8 +94,17 @@ def _load(
     termination_penalty: float | None = TERMINATION_PENALTY,
     max_path_length: int = MAX_PATH_LENGTH,
     released_compat: bool = False,
+    observe_goal: bool = False,
 ) -> tuple[Transitions, Trajectories]:
-    transitions = load_transitions(resolve_dataset(name, source))
+    spec = resolve_dataset(name, source)
+    transitions = load_transitions(spec)  # re-cut here when the dataset asks for it (AntMaze)
+    if spec.recut is not None and spec.recut.zero_terminals:
+        termination_penalty = None  # no terminal is left to penalise: the rows say so
+    if observe_goal:
+        from ttrl.data.goals import observe_desired_goal
+
+        transitions = observe_desired_goal(transitions)
+        termination_penalty = None  # its terminals are reached goals, successes
     trajectories = preprocess(
         transitions,
         discount=discount,

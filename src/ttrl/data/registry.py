@@ -1,6 +1,6 @@
 """Dataset names: which data a name means, where it lives and which reference scores normalise it.
 
-A dataset can be named four ways:
+A dataset can be named five ways:
 
 - a D4RL-style name ``<env>-<level>`` (``halfcheetah-medium``, ``hopper-medium-replay``, ...). It maps to
   ttrl's own Minari dataset ``ttrl/<env>/<level>-v0`` (made locally by ``scripts/make_dataset.py``) and,
@@ -13,8 +13,35 @@ A dataset can be named four ways:
   maps to ttrl's ``ttrl/pointmaze/<maze>[-dense]-v0`` (made locally by ``scripts/make_dataset.py`` with the
   recipe of Minari's ``D4RL/pointmaze/*``) and, for the mazes Minari publishes, to the official
   ``D4RL/pointmaze/<maze>[-dense]-v2``. Env and reference scores come from the dataset's metadata.
+- an AntMaze name ``antmaze-<dataset>`` (``antmaze-umaze``, ``antmaze-medium-play``, ...;
+  :data:`ANTMAZES`). It maps to Minari's ``D4RL/antmaze/<dataset>-v1``; ttrl makes no real AntMaze
+  data, only a small structural test dataset ``ttrl/antmaze/<dataset>-v0``
+  (:mod:`ttrl.making.antmaze`), which ``source=ttrl`` names (``auto`` prefers the official one). A
+  Minari id ``<namespace>/antmaze/<dataset>-vN`` and a D4RL HDF5 file named
+  ``antmaze-<dataset>-v2.hdf5`` (D4RL's flat 29-dim observations) are AntMaze datasets too. See
+  "AntMaze" below.
 
 Nothing is ever downloaded: a dataset that is not on disk is an error that names the command making it.
+
+AntMaze
+-------
+D4RL's AntMaze datasets are not episodes of the task. Their data are long collection runs of a
+goal-reaching ant, stored in 1000-step pieces (Minari's, as its generation script reads, cut at the
+env's time limit and every 200k steps) or as one long run, and their terminal flags mark the steps
+where the ant is at its goal, not a failure: the run goes on from there. So, as TT's AntMaze loader does (TT's own was
+never released; the TAP codebase holds an adaptation), every AntMaze dataset is read with
+:class:`EpisodeRecut` (``DatasetSpec.recut``), applied by :func:`ttrl.data.loading.load_transitions`
+for every stage at once (the transformer, IQL, dataset summaries):
+
+- episodes are re-cut into chunks of the env's time limit (700 steps for umaze, 1000 otherwise), so
+  training episodes are as long as evaluation ones and the value targets sum over one episode's
+  horizon;
+- terminals are zeroed: reaching the goal is not the end of an episode, and with no terminal step
+  left no termination penalty applies (the transformer's value targets are plain discounted sums of
+  the 0/1 rewards).
+
+IQL's AntMaze reward shift (-1) is IQL's own setting (``configs/iql/antmaze.yaml``), not the data's.
+Scores are D4RL's: reference returns 0 and 1, so the normalised score is 100 x success.
 """
 
 from __future__ import annotations
@@ -22,8 +49,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,11 +110,72 @@ MAZES: dict[str, MazeInfo] = {
     "fourrooms": MazeInfo("PointMaze_FourRooms-v3", 800, False),
 }
 MAZE_ENV = "pointmaze"  # the env part of maze names and ids (ttrl/pointmaze/umaze-v0)
+SUCCESS_DISTANCE = 0.45  # gymnasium-robotics' maze goal radius (reward, success, a new goal)
 REWARD_TYPES = ("sparse", "dense")
 OFFICIAL_MAZE_NAMESPACE = "D4RL"
 OFFICIAL_MAZE_VERSION = "v2"
 
+
+@dataclass(frozen=True)
+class EpisodeRecut:
+    """How a dataset's stored episodes are re-cut before any stage reads them (AntMaze's rule).
+
+    A property of the dataset (:attr:`DatasetSpec.recut`), applied once by
+    :func:`ttrl.data.loading.load_transitions`; see "AntMaze" in this module's docstring for why.
+
+    Attributes:
+        time_limit: every stored episode is cut into chunks of at most this many steps, counted
+            from its start; the last step of each chunk becomes a timeout.
+        zero_terminals: clear every terminal flag; such a step ends no episode (in AntMaze's data
+            the run goes on from the goal), and no termination penalty applies to it.
+    """
+
+    time_limit: int
+    zero_terminals: bool = True
+
+
+@dataclass(frozen=True)
+class AntMazeInfo:
+    """One of D4RL's AntMaze datasets: the gymnasium-robotics env of its maze and its time limit.
+
+    Attributes:
+        env_id: gymnasium-robotics' ``AntMaze_*-v5`` env of the maze the data was collected in (the
+            v5 version of the env Minari's generation script names).
+        time_limit: the env's time limit (``gymnasium.spec(env_id).max_episode_steps``): where
+            episodes are re-cut, as TT's AntMaze loader does.
+    """
+
+    env_id: str
+    time_limit: int
+
+    @property
+    def recut(self) -> EpisodeRecut:
+        return EpisodeRecut(time_limit=self.time_limit, zero_terminals=True)
+
+
+# The one table of AntMaze facts: D4RL's six datasets (Minari's D4RL/antmaze/<dataset>-v1, D4RL's
+# antmaze-<dataset>-v2.hdf5). umaze's time limit is 700 steps, the others' 1000.
+ANTMAZES: dict[str, AntMazeInfo] = {
+    "umaze": AntMazeInfo("AntMaze_UMaze-v5", 700),
+    "umaze-diverse": AntMazeInfo("AntMaze_UMaze-v5", 700),
+    "medium-play": AntMazeInfo("AntMaze_Medium-v5", 1000),
+    "medium-diverse": AntMazeInfo("AntMaze_Medium_Diverse_GR-v5", 1000),
+    "large-play": AntMazeInfo("AntMaze_Large-v5", 1000),
+    "large-diverse": AntMazeInfo("AntMaze_Large_Diverse_GR-v5", 1000),
+}
+ANTMAZE_ENV = "antmaze"  # the env part of AntMaze names and ids (ttrl/antmaze/umaze-v0)
+OFFICIAL_ANTMAZE_NAMESPACE = "D4RL"
+OFFICIAL_ANTMAZE_VERSION = "v1"
+# gym.make kwargs that give AntMaze-v5 the datasets' observation: 27 dims (the ant's qpos without
+# x, y, and qvel), without the contact forces v5 adds by default (105 dims). D4RL's flat 29-dim
+# observations are the env's achieved_goal (x, y) followed by these 27.
+ANTMAZE_ENV_KWARGS: dict[str, Any] = {"include_cfrc_ext_in_observation": False}
+# D4RL's reference returns for AntMaze: normalised score = 100 x return, the success rate
+ANTMAZE_REF_MIN_SCORE, ANTMAZE_REF_MAX_SCORE = 0.0, 1.0
+
 _MINARI_ID = re.compile(r"^[\w.-]+(/[\w.-]+)+-v\d+$")
+_ANTMAZE_MINARI_ID = re.compile(rf"^[\w.-]+/{ANTMAZE_ENV}/(?P<dataset>[\w.-]+)-v\d+$")
+_ANTMAZE_FILE = re.compile(rf"^{ANTMAZE_ENV}[-_](?P<dataset>[\w-]+?)(?:[-_]v\d+)?$")
 _HDF5_SUFFIXES = (".hdf5", ".h5")
 
 
@@ -102,6 +191,10 @@ class DatasetSpec:
         ref_min_score: return of a random policy (normalised score 0), or None if unknown.
         ref_max_score: return of an expert policy (normalised score 100), or None if unknown.
         ref_source: where the reference scores come from (``"D4RL"``, ``"minari metadata"``, ``"none"``).
+        env_kwargs: ``gym.make`` keyword arguments that give ``env_id`` the dataset's observations
+            (AntMaze: :data:`ANTMAZE_ENV_KWARGS`); empty for the others.
+        recut: how the stored episodes are re-cut on loading (AntMaze: :class:`EpisodeRecut`);
+            None keeps them as stored.
     """
 
     name: str
@@ -111,6 +204,8 @@ class DatasetSpec:
     ref_min_score: float | None
     ref_max_score: float | None
     ref_source: str
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    recut: EpisodeRecut | None = None
 
     def normalized_score(self, returns: float | np.ndarray) -> float | np.ndarray:
         """``100 * (R - ref_min) / (ref_max - ref_min)`` for one return or an array of returns."""
@@ -152,6 +247,36 @@ def is_maze_name(name: str) -> bool:
     return name in maze_dataset_names()
 
 
+def antmaze_dataset_names() -> list[str]:
+    """Every AntMaze dataset name ttrl knows, e.g. ``antmaze-umaze``, ``antmaze-large-diverse``."""
+    return [f"{ANTMAZE_ENV}-{dataset}" for dataset in ANTMAZES]
+
+
+def is_antmaze_name(name: str) -> bool:
+    """Whether ``name`` is an AntMaze dataset name (``antmaze-<dataset>``)."""
+    return name in antmaze_dataset_names()
+
+
+def split_antmaze_name(name: str) -> str:
+    """The dataset part of ``antmaze-<dataset>`` (``umaze``, ``medium-play``, ...).
+
+    Raises:
+        TtrlError: not a known AntMaze name (one line listing them).
+    """
+    if not is_antmaze_name(name):
+        raise unknown_antmaze_error(name)
+    return name.removeprefix(f"{ANTMAZE_ENV}-")
+
+
+def unknown_antmaze_error(name: str) -> TtrlError:
+    """The one line for an AntMaze dataset ttrl does not know, listing the ones it does."""
+    return TtrlError(
+        f"unknown AntMaze dataset {name!r}; use one of {', '.join(antmaze_dataset_names())} "
+        f"(Minari's D4RL/antmaze/<dataset>-{OFFICIAL_ANTMAZE_VERSION}, or D4RL's "
+        f"antmaze-<dataset>-v2.hdf5)"
+    )
+
+
 def split_maze_name(name: str) -> tuple[str, str]:
     """Split ``pointmaze-<maze>[-dense]`` into (maze, reward type); TtrlError listing the valid names."""
     if not is_maze_name(name):
@@ -170,8 +295,11 @@ def split_dataset_name(name: str) -> tuple[str, str]:
         level = name.removeprefix(f"{env}-")
         if level != name and level in LEVELS:
             return env, level
+    if name.startswith(f"{ANTMAZE_ENV}-"):
+        raise unknown_antmaze_error(name)
+    known = dataset_names() + maze_dataset_names() + antmaze_dataset_names()
     raise TtrlError(
-        f"unknown dataset {name!r}; use one of {', '.join(dataset_names() + maze_dataset_names())}, "
+        f"unknown dataset {name!r}; use one of {', '.join(known)}, "
         f"a Minari id like mujoco/hopper/medium-v0, or a path to a D4RL .hdf5 file"
     )
 
@@ -179,8 +307,11 @@ def split_dataset_name(name: str) -> tuple[str, str]:
 def ttrl_minari_id(name: str) -> str:
     """ttrl's own Minari id for a D4RL-style or maze name: ``ttrl/<env>/<level>-v0``.
 
-    Maze names map to ``ttrl/pointmaze/<maze>[-dense]-v0`` (the official ids' layout).
+    Maze names map to ``ttrl/pointmaze/<maze>[-dense]-v0`` (the official ids' layout), AntMaze
+    names to ``ttrl/antmaze/<dataset>-v0`` (the structural test data of :mod:`ttrl.making.antmaze`).
     """
+    if is_antmaze_name(name):
+        return f"{TTRL_NAMESPACE}/{ANTMAZE_ENV}/{split_antmaze_name(name)}-v0"
     if is_maze_name(name):
         return f"{TTRL_NAMESPACE}/{MAZE_ENV}/{name.removeprefix(f'{MAZE_ENV}-')}-v0"
     env, level = split_dataset_name(name)
@@ -188,7 +319,10 @@ def ttrl_minari_id(name: str) -> str:
 
 
 def official_minari_id(name: str) -> str | None:
-    """Minari's published id for a D4RL-style or maze name, or None where Minari publishes none."""
+    """Minari's published id for a D4RL-style, maze or AntMaze name, or None where it publishes none."""
+    if is_antmaze_name(name):
+        dataset = split_antmaze_name(name)
+        return f"{OFFICIAL_ANTMAZE_NAMESPACE}/{ANTMAZE_ENV}/{dataset}-{OFFICIAL_ANTMAZE_VERSION}"
     if is_maze_name(name):
         maze, _ = split_maze_name(name)
         if not MAZES[maze].official:
@@ -219,6 +353,8 @@ def missing_dataset_hint(name: str) -> str:
     """One line saying how to get a D4RL-style or maze dataset that is not on disk."""
     official = official_minari_id(name)
     recipes = [f"`python scripts/make_dataset.py env={name}` (ttrl's local recipe)"]
+    if is_antmaze_name(name):  # ttrl's own is test data only: the real one first, and said so
+        recipes = [f"`python scripts/make_dataset.py env={name}` (a structural test dataset only)"]
     if official is not None:
         recipes.insert(0, f"`minari download {official}` (needs network)")
     return (
@@ -254,10 +390,13 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _resolve_d4rl_name(name: str, source: str) -> DatasetSpec:
+    antmaze = is_antmaze_name(name)
     maze = is_maze_name(name)
-    env = None if maze else split_dataset_name(name)[0]  # raises for unknown names
+    env = None if maze or antmaze else split_dataset_name(name)[0]  # raises for unknown names
     candidates = {"ttrl": [ttrl_minari_id(name)], "official": [official_minari_id(name)]}
-    candidates["auto"] = candidates["ttrl"] + candidates["official"]
+    # AntMaze: ttrl's own dataset is structural test data, so the real one wins when both are there
+    first, then = ("official", "ttrl") if antmaze else ("ttrl", "official")
+    candidates["auto"] = candidates[first] + candidates[then]
     present = [i for i in candidates[source] if i is not None and minari_dataset_exists(i)]
     if not present:
         if source == "official" and official_minari_id(name) is None:
@@ -266,6 +405,8 @@ def _resolve_d4rl_name(name: str, source: str) -> DatasetSpec:
                 f"`python scripts/make_dataset.py env={name}`"
             )
         raise TtrlError(missing_dataset_hint(name))
+    if antmaze:
+        return antmaze_spec(name, split_antmaze_name(name), minari_id=present[0])
     if maze:  # the env spec (with its maze map) and any reference scores are in the metadata
         return replace(_resolve_minari_id(present[0]), name=name)
     info = ENVS[env]
@@ -280,12 +421,37 @@ def _resolve_d4rl_name(name: str, source: str) -> DatasetSpec:
     )
 
 
+def antmaze_spec(
+    name: str, dataset: str, minari_id: str | None = None, hdf5_path: Path | None = None
+) -> DatasetSpec:
+    """The :class:`DatasetSpec` of the AntMaze ``dataset`` (a key of :data:`ANTMAZES`) stored at
+    ``minari_id`` or ``hdf5_path``: its ``AntMaze_*-v5`` env with the data's observation size,
+    D4RL's reference returns and the re-cut of its episodes."""
+    info = ANTMAZES[dataset]
+    return DatasetSpec(
+        name=name,
+        env_id=info.env_id,
+        minari_id=minari_id,
+        hdf5_path=hdf5_path,
+        ref_min_score=ANTMAZE_REF_MIN_SCORE,
+        ref_max_score=ANTMAZE_REF_MAX_SCORE,
+        ref_source="D4RL",
+        env_kwargs=dict(ANTMAZE_ENV_KWARGS),
+        recut=info.recut,
+    )
+
+
 def _resolve_minari_id(minari_id: str) -> DatasetSpec:
+    antmaze = _ANTMAZE_MINARI_ID.match(minari_id)
+    if antmaze and antmaze["dataset"] not in ANTMAZES:
+        raise unknown_antmaze_error(minari_id)
     if not minari_dataset_exists(minari_id):
         raise TtrlError(
             f"Minari dataset {minari_id!r} is not in {minari_datasets_root()} (MINARI_DATASETS_PATH); "
             f"get it with `minari download {minari_id}` (needs network) or point MINARI_DATASETS_PATH at it"
         )
+    if antmaze:  # D4RL/antmaze/<dataset>-v1, ttrl/antmaze/<dataset>-v0, ...
+        return antmaze_spec(minari_id, antmaze["dataset"], minari_id=minari_id)
     metadata = read_minari_metadata(minari_id)
     env_id = _env_id_from_metadata(metadata)
     ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
@@ -335,6 +501,12 @@ def _resolve_hdf5(path: Path) -> DatasetSpec:
         raise TtrlError(
             f"HDF5 file {path} does not exist; pass the path of a D4RL-format .hdf5 file"
         )
+    antmaze = _ANTMAZE_FILE.match(path.stem.lower())
+    if antmaze:  # antmaze-umaze-v2.hdf5, antmaze_medium_play.hdf5, ...
+        dataset = antmaze["dataset"].replace("_", "-")
+        if dataset not in ANTMAZES:
+            raise unknown_antmaze_error(path.name)
+        return antmaze_spec(str(path), dataset, hdf5_path=path)
     env = _env_from_hdf5(path)
     info = ENVS.get(env) if env else None
     return DatasetSpec(

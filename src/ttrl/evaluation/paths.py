@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ttrl.data.registry import MAZES, REWARD_TYPES
+from ttrl.data.registry import MAZES, REWARD_TYPES, SUCCESS_DISTANCE
 from ttrl.errors import TtrlError
 from ttrl.evaluation.scores import EpisodeResult
 from ttrl.plotting import pyplot, save_png
@@ -106,8 +106,6 @@ def _draw_walls(ax: Any, grid: Any) -> None:
 
 def _draw_episode(ax: Any, episode: EpisodeResult, colour: Any, n_plans: int) -> None:
     from matplotlib.patches import Circle
-
-    from ttrl.making.maze import SUCCESS_DISTANCE
 
     xy = np.asarray(episode.observations, dtype=np.float64)[:, XY]
     outcome = "reached" if episode.success else "not reached"

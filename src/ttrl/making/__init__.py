@@ -8,6 +8,8 @@
   from those policies, as ``ttrl/<env>/<level>-v0``.
 - :mod:`ttrl.making.maze`: PointMaze datasets (``pointmaze-<maze>[-dense]``) from a waypoint
   controller, the recipe of Minari's ``D4RL/pointmaze``, with dict observations.
+- :mod:`ttrl.making.antmaze`: a small AntMaze dataset (``antmaze-<dataset>``) of random actions with
+  the structure of Minari's ``D4RL/antmaze``: test data for the loading and training path only.
 
 Entry points: ``scripts/make_dataset.py`` and ``scripts/train_behavior.py``. Only the collection API is
 imported here; ``behavior`` and ``recipes`` import torch and gymnasium, so they load on their own.

@@ -67,7 +67,8 @@ EPISODE_KEYS = ("observations", "actions", "rewards", "terminations", "truncatio
 class MakeDatasetConfig:
     """The schema of ``configs/make_dataset.yaml`` (``scripts/make_dataset.py``)."""
 
-    env: str = "halfcheetah-random"  # D4RL-style name <env>-<level>, or pointmaze-<maze>[-dense]
+    # D4RL-style name <env>-<level>, pointmaze-<maze>[-dense], or antmaze-<dataset> (test data only)
+    env: str = "halfcheetah-random"
     n_steps: int = 1_000_000  # environment steps to collect (>= 1)
     seed: int = 0  # seeds the env resets and the policy's actions (>= 0)
     max_episode_steps: int | None = None  # time limit (None: the env's own, MuJoCo's 1000)

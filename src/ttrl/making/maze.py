@@ -44,6 +44,7 @@ from ttrl.data.registry import (
     MAZE_ENV,
     MAZES,
     REWARD_TYPES,
+    SUCCESS_DISTANCE,  # noqa: F401 (re-exported: the maze recipe's goal radius)
     minari_datasets_root,
     split_maze_name,
     ttrl_minari_id,
@@ -83,7 +84,6 @@ FOURROOMS_MAP: MazeMap = [
     [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
 ]
 MAZE_NAMES = tuple(MAZES)  # umaze, medium, large, fourrooms
-SUCCESS_DISTANCE = 0.45  # the env's goal radius (reward, success, new goal)
 GAINS = {"p": 10.0, "d": -1.0}  # Minari's PD gains
 ACTION_NOISE = 0.5  # Minari's Gaussian action noise
 WAYPOINT_THRESHOLD = 0.1  # Minari's: move on to the next waypoint within this distance of it

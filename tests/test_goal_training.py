@@ -29,7 +29,7 @@ from ttrl.evaluation import (
     load_run,
     run_planning,
 )
-from ttrl.evaluation.rollout import make_goal_env
+from ttrl.evaluation.rollout import check_spaces, make_goal_env
 from ttrl.evaluation.scores import EpisodeResult, aggregate
 from ttrl.making.maze import make_maze_dataset
 from ttrl.planning import BeamPlanner, PlannerConfig
@@ -449,3 +449,67 @@ def test_the_cpu_goal_experiment_composes_and_its_planner_fits_its_model():
     model = build_model_config(cfg.model, 4, 2, 100, cfg.data.sequence_length, goal_dim=G)
     planner.check_fits_model(model.block_size, model.layout)
     assert planner.window_transitions == 4
+
+
+# --- the goal in the observation (data.observe_goal) -------------------------------------------
+
+
+def brute_force_observed_goals(transitions, radius=0.45):
+    """observe_desired_goal written out step by step: the goal pursued at each step (one step late
+    after a success, gymnasium-robotics' order), and the steps that reached it."""
+    from ttrl.data.preprocess import episode_bounds
+
+    achieved, desired = transitions.goal("achieved_goal"), transitions.goal("desired_goal")
+    pursued, reached = desired.copy(), np.zeros(len(desired), dtype=bool)
+    for start, length in zip(*episode_bounds(transitions), strict=True):
+        for t in range(start, start + length - 1):
+            just_reached = t > start and np.linalg.norm(achieved[t] - desired[t - 1]) <= radius
+            if just_reached and (desired[t + 1] != desired[t]).any():
+                pursued[t] = desired[t + 1]
+        for t in range(start, start + length - 1):
+            reached[t] = np.linalg.norm(achieved[t + 1] - pursued[t]) <= radius
+    return pursued, reached
+
+
+def test_observed_goals_and_reached_terminals_match_a_brute_force_loop(maze_root):
+    from ttrl.data import load_transitions, resolve_dataset
+    from ttrl.data.goals import observe_desired_goal
+
+    transitions = load_transitions(resolve_dataset(MAZE))
+    observed = observe_desired_goal(transitions)
+    pursued, reached = brute_force_observed_goals(transitions)
+    assert reached.sum() >= 2  # the tiny dataset reaches some goals
+    np.testing.assert_array_equal(observed.observations[:, :4], transitions.observations)
+    np.testing.assert_array_equal(observed.observations[:, 4:], pursued)
+    np.testing.assert_array_equal(observed.terminals, transitions.terminals | reached)
+    np.testing.assert_array_equal(observed.rewards[reached], 1.0)  # sparse: a success pays 1
+    assert not (observed.terminals & observed.timeouts).any()
+
+
+def test_a_run_that_observes_its_goal_plans_by_return_in_the_goal_env(maze_root, tmp_path):
+    run_dir = tmp_path / "observe"
+    train(goal_cfg("trainer.max_steps=4", "data.goal=null", "data.observe_goal=true"), run_dir)
+    bundle = load_bundle(run_dir)
+    assert (
+        bundle["model_config"]["observation_dim"] == 4 + G
+        and bundle["model_config"].get("goal_dim", 0) == 0
+    )
+    planner = {**SMALL_PLANNER, "objective": "return"}
+    results = run_planning(
+        plan_config(run_dir), run_dir / "plan" / "goal", planner_overrides=planner
+    )
+    for episode in results.episodes:
+        assert episode.success is not None
+        observations = np.asarray(episode.observations)
+        assert observations.shape[1] == 4 + G  # the env's observation, then its goal
+        np.testing.assert_allclose(
+            observations[:, 4:], episode.goal * np.ones((len(observations), 1)), atol=1e-4
+        )
+    # without the goal field in the env there is nothing to append: one line
+    with pytest.raises(TtrlError) as info:
+        env = gym.make("Hopper-v5")
+        try:
+            check_spaces(env, "Hopper-v5", 11, 3, observe_goal=True)
+        finally:
+            env.close()
+    assert "data.observe_goal" in one_line(info)

@@ -293,7 +293,7 @@ def test_script_end_to_end_and_the_report_tells_bc_from_tt(tiny_hopper, tmp_path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["algo=cql"], "unknown algo 'cql'; choose one of bc, iql"),
+        (["algo=cql"], "unknown algo 'cql'; choose one of bc, gcbc, iql, waypoint"),
         (["env=hopper-medium"], "python scripts/make_dataset.py env=hopper-medium"),
         (["steps=abc"], "Value 'abc' of type 'str' could not be converted to Integer"),
     ],

@@ -66,6 +66,11 @@ class DataConfig:
     # episode's last step, or the dataset's desired goal. Needs dict observations with
     # achieved_goal and desired_goal (PointMaze); the model gets one goal token per goal dim.
     goal: str | None = None
+    # the goal in the observation (ttrl.data.goals.observe_desired_goal), for agents that learn
+    # from rewards (TT by return or Q, IQL): each observation gets the goal pursued at that step,
+    # and each reached goal ends its episode as a terminal success; the env's desired_goal is
+    # appended in evaluation too. Needs dict observations with goals (PointMaze).
+    observe_goal: bool = False
 
 
 @dataclass
@@ -240,6 +245,11 @@ def choice_errors(cfg: Any) -> list[str]:
     goal = cfg.data.get("goal")
     if goal is not None and goal not in GOAL_RELABELLINGS:
         problems.append(f"data.goal={goal!r} is not one of null, {', '.join(GOAL_RELABELLINGS)}")
+    if goal is not None and cfg.data.get("observe_goal"):
+        problems.append(
+            f"data.goal={goal} and data.observe_goal=true are two ways to give the model its "
+            f"goal; set data.goal=null (planning by return or Q) or data.observe_goal=false"
+        )
     return problems
 
 

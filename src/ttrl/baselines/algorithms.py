@@ -2,13 +2,26 @@
 
 An algorithm is a class with a ``name`` (its ``algo=`` value), a ``config_class`` (its settings
 dataclass, e.g. :class:`~ttrl.baselines.BCConfig`: defaults, ``validate()``, and the fields
-``lr``, ``weight_decay``, ``batch_size``, ``steps`` and ``seed`` the runner reads), and:
+``lr``, ``weight_decay``, ``batch_size``, ``steps`` and ``seed`` the runner reads; one that trains
+nothing needs only ``steps`` and ``seed``), two flags, and:
 
-- ``build(observation_dim, action_dim, config, train)``: a fresh instance whose ``model`` (a
-  :class:`~ttrl.baselines.BaselineModule`: everything trained and checkpointed) has its
-  normalisers fitted on the training transitions;
-- ``loss(batch)``: the scalar training loss of a :class:`~ttrl.baselines.data.TransitionBatch`;
+- ``goal_conditioned``: whether it acts toward a goal (the env's ``desired_goal``); the plain ones
+  refuse ``data.goal``, and those that train need it (their minibatches carry hindsight goals,
+  :func:`~ttrl.baselines.data.with_hindsight_goals`);
+- ``trains``: False for a baseline with nothing to train (the waypoint controller): its budget is
+  ``steps=0``, and the runner takes no step, computes no validation loss and only evaluates;
+- ``build(data, config)``: a fresh instance for the :class:`~ttrl.baselines.data.BaselineData`
+  ``data``, whose ``model`` (a :class:`~ttrl.baselines.BaselineModule`: everything trained and
+  checkpointed; a goal-conditioned one has ``goal_dim``) has its normalisers fitted on the
+  training transitions ``data.train``;
+- ``loss(batch)`` (if it trains): the scalar training loss of a
+  :class:`~ttrl.baselines.data.TransitionBatch` (for a goal-conditioned one a
+  :class:`~ttrl.baselines.data.GoalTransitionBatch` with its hindsight ``goals``);
 - ``act(observations)``: ``[B, S]`` observations -> float32 ``[B, A]`` actions for ``env.step``;
+  a goal-conditioned algorithm's is ``act(observations, goals)``, with ``[B, G]`` goals;
+- or instead of ``act``, ``episode_policy(seed)``: for a policy with state through an episode (the
+  waypoint controller's path), the policy of the episode whose env resets with ``seed``, which
+  takes that env's raw observations one at a time (:class:`~ttrl.baselines.evaluate.EpisodePolicies`);
 - optionally ``after_step()``: called after every optimiser step (IQL's target-network update);
   whatever it changes must live in ``model``'s state dict, so that a resumed run stays exact.
 
@@ -25,10 +38,13 @@ import numpy as np
 import torch
 
 from ttrl.baselines.bc import BCConfig, BCPolicy, fitted_bc_policy
-from ttrl.baselines.data import TransitionBatch
+from ttrl.baselines.data import BaselineData, TransitionBatch
+from ttrl.baselines.gcbc import GCBCConfig, GCBCPolicy, fitted_gcbc_policy
 from ttrl.baselines.iql import IQLConfig, IQLModel, fitted_iql
 from ttrl.baselines.mlp import ArrayLike, BaselineModule
+from ttrl.baselines.waypoint import WaypointConfig, WaypointModel
 from ttrl.errors import TtrlError
+from ttrl.making.maze import WaypointController
 
 
 class BaselineAlgorithm(Protocol):
@@ -36,21 +52,21 @@ class BaselineAlgorithm(Protocol):
 
     name: ClassVar[str]
     config_class: ClassVar[type]
+    goal_conditioned: ClassVar[bool]
+    trains: ClassVar[bool]
     model: BaselineModule
 
     @classmethod
-    def build(
-        cls, observation_dim: int, action_dim: int, config: Any, train: TransitionBatch
-    ) -> BaselineAlgorithm:
-        """A fresh, untrained instance (CPU), its normalisers fitted on ``train``."""
+    def build(cls, data: BaselineData, config: Any) -> BaselineAlgorithm:
+        """A fresh, untrained instance (CPU), its normalisers fitted on ``data.train``."""
         ...
 
     def loss(self, batch: TransitionBatch) -> torch.Tensor:
         """The training loss of ``batch``, a scalar with gradients."""
         ...
 
-    def act(self, observations: ArrayLike) -> np.ndarray:
-        """Actions for ``[B, S]`` observations, float32 ``[B, A]``."""
+    def act(self, observations: ArrayLike, *goals: ArrayLike) -> np.ndarray:
+        """Actions for ``[B, S]`` observations (and ``[B, G]`` goals), float32 ``[B, A]``."""
         ...
 
 
@@ -62,16 +78,16 @@ class BehaviorCloning:
 
     name: ClassVar[str] = "bc"
     config_class: ClassVar[type] = BCConfig
+    goal_conditioned: ClassVar[bool] = False
+    trains: ClassVar[bool] = True
 
     def __init__(self, model: BCPolicy) -> None:
         self.model = model
 
     @classmethod
-    def build(
-        cls, observation_dim: int, action_dim: int, config: BCConfig, train: TransitionBatch
-    ) -> BehaviorCloning:
-        policy = fitted_bc_policy(train.observations, train.actions, config)
-        return cls(checked_dims(policy, observation_dim, action_dim))
+    def build(cls, data: BaselineData, config: BCConfig) -> BehaviorCloning:
+        policy = fitted_bc_policy(data.train.observations, data.train.actions, config)
+        return cls(checked_dims(policy, data))
 
     def loss(self, batch: TransitionBatch) -> torch.Tensor:
         return self.model.loss(batch.observations, batch.actions)
@@ -89,15 +105,15 @@ class ImplicitQLearning:
 
     name: ClassVar[str] = "iql"
     config_class: ClassVar[type] = IQLConfig
+    goal_conditioned: ClassVar[bool] = False
+    trains: ClassVar[bool] = True
 
     def __init__(self, model: IQLModel) -> None:
         self.model = model
 
     @classmethod
-    def build(
-        cls, observation_dim: int, action_dim: int, config: IQLConfig, train: TransitionBatch
-    ) -> ImplicitQLearning:
-        return cls(checked_dims(fitted_iql(train, config), observation_dim, action_dim))
+    def build(cls, data: BaselineData, config: IQLConfig) -> ImplicitQLearning:
+        return cls(checked_dims(fitted_iql(data.train, config), data))
 
     def loss(self, batch: TransitionBatch) -> torch.Tensor:
         return self.model.loss(batch)
@@ -110,21 +126,76 @@ class ImplicitQLearning:
         return self.model.act(observations)
 
 
+class GoalConditionedBC:
+    """``algo=gcbc``: a :class:`~ttrl.baselines.gcbc.GCBCPolicy` regressing the dataset's actions
+    given each row's hindsight goal (``data.goal``: future, final or desired), MSE.
+
+    Its action bounds are the training actions' per-dimension min/max, as BC's.
+    """
+
+    name: ClassVar[str] = "gcbc"
+    config_class: ClassVar[type] = GCBCConfig
+    goal_conditioned: ClassVar[bool] = True
+    trains: ClassVar[bool] = True
+
+    def __init__(self, model: GCBCPolicy) -> None:
+        self.model = model
+
+    @classmethod
+    def build(cls, data: BaselineData, config: GCBCConfig) -> GoalConditionedBC:
+        return cls(checked_dims(fitted_gcbc_policy(data.train, config), data))
+
+    def loss(self, batch: TransitionBatch) -> torch.Tensor:
+        goals = getattr(batch, "goals", None)  # a GoalTransitionBatch's, once relabelled
+        if goals is None:
+            raise TtrlError("gcbc trains on rows with hindsight goals; load them with data.goal")
+        return self.model.loss(batch.observations, goals, batch.actions)
+
+    def act(self, observations: ArrayLike, goals: ArrayLike) -> np.ndarray:
+        return self.model.act(observations, goals)
+
+
+class Waypoint:
+    """``algo=waypoint``: the PointMaze datasets' own waypoint controller, noiseless unless
+    ``waypoint.noise`` says otherwise (:mod:`~ttrl.baselines.waypoint`). It trains nothing
+    (``steps=0``) and knows the maze's map: the ceiling of goal reaching on the dataset."""
+
+    name: ClassVar[str] = "waypoint"
+    config_class: ClassVar[type] = WaypointConfig
+    goal_conditioned: ClassVar[bool] = True
+    trains: ClassVar[bool] = False
+
+    def __init__(self, model: WaypointModel) -> None:
+        self.model = model
+
+    @classmethod
+    def build(cls, data: BaselineData, config: WaypointConfig) -> Waypoint:
+        model = WaypointModel.for_dataset(
+            data.dataset, data.env_id, data.observation_dim, data.action_dim, config
+        )
+        return cls(model)
+
+    def episode_policy(self, seed: int) -> WaypointController:
+        """The controller of the episode whose env resets with ``seed`` (seeded with it)."""
+        return self.model.controller(seed)
+
+
 M = TypeVar("M", bound=BaselineModule)
 
 
-def checked_dims(model: M, observation_dim: int, action_dim: int) -> M:
+def checked_dims(model: M, data: BaselineData) -> M:
     """``model``, once its dims (fitted on the training transitions) are the dataset's."""
-    if (model.observation_dim, model.action_dim) != (observation_dim, action_dim):
+    if (model.observation_dim, model.action_dim) != (data.observation_dim, data.action_dim):
         raise TtrlError(
             f"training transitions have dims ({model.observation_dim}, {model.action_dim}), "
-            f"expected ({observation_dim}, {action_dim})"
+            f"expected ({data.observation_dim}, {data.action_dim})"
         )
     return model
 
 
 ALGORITHMS: dict[str, type[BaselineAlgorithm]] = {
-    algorithm.name: algorithm for algorithm in (BehaviorCloning, ImplicitQLearning)
+    algorithm.name: algorithm
+    for algorithm in (BehaviorCloning, ImplicitQLearning, GoalConditionedBC, Waypoint)
 }
 
 

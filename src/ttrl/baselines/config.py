@@ -8,6 +8,11 @@ takes a Minari id or an HDF5 path as there). Those files may also set the transf
 Each registered algorithm has a section named after it (``bc.lr=1e-3``), typed by its config
 dataclass less the fields the runner sets from the top level (``steps`` and ``seed``), with the
 dataclass's defaults: the algorithm's settings are declared once, in its config class.
+
+``data.goal`` is ``configs/train.yaml``'s: the hindsight relabelling (future, final, desired) of
+a goal-conditioned run on a dataset with goals (the maze env files set ``future``). Only a
+goal-conditioned algorithm takes it (``algo=gcbc`` needs it; the plain ``bc`` and ``iql`` refuse it,
+rather than silently ignoring the goals the env file asked for).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from hydra.core.config_store import ConfigStore
 import ttrl.config  # noqa: F401 (registers the ttrl.if_none and ttrl.slug resolvers)
 from ttrl.baselines.algorithms import ALGORITHMS, BaselineAlgorithm, get_algorithm
 from ttrl.config import LOGGER_MODES, EnvConfig, EvaluateConfig, LoggerConfig
+from ttrl.data.goals import RELABELLINGS
 from ttrl.data.registry import SOURCES as DATASET_SOURCES
 from ttrl.devices import DEVICES
 from ttrl.errors import TtrlError
@@ -38,6 +44,10 @@ class BaselineDataConfig:
     val_fraction: float = (
         0.05  # share of episodes held out, the same ones the transformer holds out
     )
+    goal: str | None = None  # null | future | final | desired: hindsight goals (ttrl.data.goals)
+    # the pursued goal appended to each observation, each reached goal a terminal success
+    # (ttrl.data.goals.observe_desired_goal): for bc and iql on goal datasets (PointMaze)
+    observe_goal: bool = False
 
 
 @dataclass
@@ -50,7 +60,9 @@ class BaselineRunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     planner: dict[str, Any] = field(default_factory=dict)  # the env files' TT settings: unused
-    steps: int | None = None  # optimiser steps; None = the algorithm's own (bc: BCConfig.steps)
+    steps: int | None = (
+        None  # optimiser steps; None = the algorithm's own (bc: BCConfig.steps; 0 for waypoint)
+    )
     seed: int = 0  # initial weights, minibatch order and validation episodes
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
     run_dir: str | None = None  # pin the run dir (resume in place)
@@ -111,12 +123,23 @@ def algorithm_config(config: dict[str, Any]) -> tuple[type[BaselineAlgorithm], A
         if value not in allowed
     ]
     positive = {k: config[k] for k in ("log_interval", "eval_interval", "save_interval")}
-    if config["steps"] is not None:
-        positive["steps"] = config["steps"]
+    budget = config["steps"]
+    if budget is not None and algorithm.trains:
+        positive["steps"] = budget
+    if budget not in (None, 0) and not algorithm.trains:
+        problems.append(f"steps={budget}: {algorithm.name} trains nothing (steps=0 or null)")
     problems += [f"{key}={value} must be > 0" for key, value in positive.items() if value <= 0]
     val_fraction = config["data"]["val_fraction"]
     if not 0.0 <= val_fraction < 1.0:
         problems.append(f"data.val_fraction={val_fraction} must be in [0, 1)")
+    goal = config["data"]["goal"]
+    if goal is not None and goal not in RELABELLINGS:
+        problems.append(f"data.goal={goal!r} is not one of {', '.join(RELABELLINGS)} (or null)")
+    if goal is not None and config["data"]["observe_goal"]:
+        problems.append(
+            f"data.goal={goal} and data.observe_goal=true are two ways to give the agent its "
+            f"goal; set data.goal=null (bc, iql) or data.observe_goal=false (gcbc)"
+        )
     evaluate = config["evaluate"]
     if evaluate["n_episodes"] < 0:
         problems.append(f"evaluate.n_episodes={evaluate['n_episodes']} must be >= 0")
@@ -125,6 +148,15 @@ def algorithm_config(config: dict[str, Any]) -> tuple[type[BaselineAlgorithm], A
         problems.append(f"evaluate.max_episode_steps={steps} must be >= 1 (or null: the env's)")
     if problems:
         raise TtrlError("bad config: " + "; ".join(problems))
+    if goal is not None and not algorithm.goal_conditioned:
+        raise TtrlError(
+            f"{algorithm.name} is not goal-conditioned: use algo=gcbc or data.goal=null"
+        )
+    if goal is None and algorithm.goal_conditioned and algorithm.trains:
+        raise TtrlError(
+            f"algo={algorithm.name} trains on hindsight goals: set data.goal "
+            f"({', '.join(RELABELLINGS)}) on a dataset with goals, e.g. env=pointmaze-umaze"
+        )
     settings = dict(config[algorithm.name])
     if config["steps"] is not None:
         settings["steps"] = config["steps"]

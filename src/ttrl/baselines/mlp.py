@@ -361,20 +361,22 @@ class BaselineModule(nn.Module):
         """Where the parameters live."""
         return next(self.parameters()).device
 
+    def build_args(self) -> dict[str, Any]:
+        """The constructor's arguments besides ``config``, as plain values (the bundle's
+        ``extra``): the dims; a subclass that takes more (a goal size, a maze) adds them."""
+        return {"observation_dim": self.observation_dim, "action_dim": self.action_dim}
+
     def save(self, path: str | os.PathLike, **parts: Any) -> Path:
-        """Write config, dims and weights (normaliser statistics included) as one bundle, plus
-        ``parts`` (see :func:`save_module`)."""
-        dims = {"observation_dim": self.observation_dim, "action_dim": self.action_dim}
-        return save_module(path, self, dataclasses.asdict(self.config), dims, **parts)
+        """Write config, :meth:`build_args` and weights (normaliser statistics included) as one
+        bundle, plus ``parts`` (see :func:`save_module`)."""
+        return save_module(path, self, dataclasses.asdict(self.config), self.build_args(), **parts)
 
     @classmethod
     def load(cls: type[M], path: str | os.PathLike, map_location: Any = "cpu") -> M:
         """Rebuild a model saved by :meth:`save`, on ``map_location``."""
         state, config, extra = load_module(path, kind=cls.__name__, map_location=map_location)
         try:
-            model = cls(
-                int(extra["observation_dim"]), int(extra["action_dim"]), cls.config_class(**config)
-            )
+            model = cls(**extra, config=cls.config_class(**config))
             model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__

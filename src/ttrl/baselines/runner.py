@@ -7,8 +7,20 @@ the end and on a stop signal, ``metrics.jsonl`` and ``curves.png`` lie beside it
 written once the lock and resume checks passed, and starting again in the same run dir resumes
 with the optimiser, the minibatch generator and the RNGs restored, so the weights end bit for bit
 as an uninterrupted run's. The checkpoint is also a plain baseline bundle: ``BCPolicy.load`` (or
-``IQLModel.load``) reads it. After training, ``evaluate.n_episodes`` episodes go to
-``<run_dir>/plan/<evaluate.name>/`` (results.json with ``"agent": <algo>``, results.csv), which ``scripts/report.py`` tabulates.
+``IQLModel.load``, ``GCBCPolicy.load``, ...) reads it. After training, ``evaluate.n_episodes``
+episodes go to ``<run_dir>/plan/<evaluate.name>/`` (results.json with ``"agent": <algo>``,
+results.csv), which ``scripts/report.py`` tabulates.
+
+With ``data.goal`` (a goal-conditioned algorithm, ``algo=gcbc``) every minibatch's rows get
+hindsight goals as the transformer's windows do: the rows are drawn from the minibatch generator
+and then, for ``"future"``, their goals from the same generator
+(:func:`~ttrl.baselines.data.with_hindsight_goals`), as ``GoalTokenDataset.sample`` draws both from
+its one generator; that generator is checkpointed, so a resumed run draws the same goals. The
+validation rows keep fixed goals. A goal-conditioned policy is evaluated toward the env's
+desired goals in the episodic maze env, and results.json reports its success rate.
+
+An algorithm that trains nothing (``algo=waypoint``, ``steps=0``) takes no step and writes no
+validation loss; its run dir holds its bundle (``WaypointModel.load``) and its evaluation.
 """
 
 from __future__ import annotations
@@ -28,8 +40,13 @@ from tqdm.auto import tqdm
 
 from ttrl.baselines.algorithms import BaselineAlgorithm
 from ttrl.baselines.config import algorithm_config, fixed_keys
-from ttrl.baselines.data import BaselineData, load_baseline_data
-from ttrl.baselines.evaluate import evaluate_policy
+from ttrl.baselines.data import (
+    BaselineData,
+    TransitionBatch,
+    load_baseline_data,
+    with_hindsight_goals,
+)
+from ttrl.baselines.evaluate import EpisodePolicies, evaluate_policy
 from ttrl.baselines.mlp import MinibatchStepper, check_finite
 from ttrl.checkpoint import CHECKPOINT_DIR, checkpoint_path, load_bundle, resume_checkpoint
 from ttrl.config import save_hydra_record
@@ -134,6 +151,7 @@ class BaselineRun:
         bundle: dict[str, Any] | None = None,
     ) -> None:
         self.config, self.algo_config, self.run_dir = config, algo_config, run_dir
+        self.algorithm = algorithm
         self.stop, self.on_step = stop, on_step
         self.logger: NullLogger = NullLogger()  # replaced below; finish() is safe before that
         if config["num_threads"]:
@@ -142,23 +160,29 @@ class BaselineRun:
         seed_everything(config["seed"])
         data_cfg = config["data"]
         self.data: BaselineData = load_baseline_data(
-            config["env"]["name"], data_cfg["source"], data_cfg["val_fraction"], config["seed"]
+            config["env"]["name"],
+            data_cfg["source"],
+            data_cfg["val_fraction"],
+            config["seed"],
+            data_cfg["goal"],
+            data_cfg["observe_goal"],
         )
-        self.agent = algorithm.build(
-            self.data.observation_dim, self.data.action_dim, algo_config, self.data.train
-        )
+        self.agent = algorithm.build(self.data, algo_config)
         self.model = self.agent.model.to(self.device)
         self.train_set = self.data.train.to(self.device)
         self.val_set = self.data.val.to(self.device) if self.data.val is not None else None
-        self.stepper = MinibatchStepper(
-            lambda indices: self.agent.loss(self.train_set.take(indices)),
-            [p for p in self.model.parameters() if p.requires_grad],  # not IQL's targets
-            n_samples=len(self.train_set),
-            batch_size=algo_config.batch_size,
-            lr=algo_config.lr,
-            weight_decay=algo_config.weight_decay,
-            seed=config["seed"],
-        )
+        # None for an algorithm that trains nothing (waypoint): no steps, no validation loss
+        self.stepper: MinibatchStepper | None = None
+        if algorithm.trains:
+            self.stepper = MinibatchStepper(
+                lambda indices: self.agent.loss(self.minibatch(indices)),
+                [p for p in self.model.parameters() if p.requires_grad],  # not IQL's targets
+                n_samples=len(self.train_set),
+                batch_size=algo_config.batch_size,
+                lr=algo_config.lr,
+                weight_decay=algo_config.weight_decay,
+                seed=config["seed"],
+            )
         # e.g. IQL's target update; what it changes is in the model's state dict (resume)
         self.after_step: Callable[[], None] | None = getattr(self.agent, "after_step", None)
         self.total_steps = int(algo_config.steps)
@@ -172,7 +196,16 @@ class BaselineRun:
     @property
     def step(self) -> int:
         """Optimiser steps taken so far."""
-        return self.stepper.steps
+        return self.stepper.steps if self.stepper is not None else 0
+
+    def minibatch(self, indices: torch.Tensor) -> TransitionBatch:
+        """The training rows ``indices``; with ``data.goal``, each with a hindsight goal, drawn
+        (``"future"``) from the minibatch generator right after the rows (see the module docstring)."""
+        batch = self.train_set.take(indices)
+        if self.data.goal is None:
+            return batch
+        assert self.stepper is not None  # only a training algorithm draws minibatches
+        return with_hindsight_goals(batch, self.train_set, self.data.goal, self.stepper.generator)
 
     @property
     def name(self) -> str:
@@ -190,8 +223,9 @@ class BaselineRun:
                 f"({str(err).splitlines()[0][:120]}); use the dataset it was trained on or a "
                 f"new run_dir"
             ) from err
-        self.stepper.load_state_dict(state["stepper"])
-        restore_rng(state["rng"], self.stepper.generator)
+        if self.stepper is not None:
+            self.stepper.load_state_dict(state["stepper"])
+            restore_rng(state["rng"], self.stepper.generator)
         self.running = state["running_loss"].to(self.device)
         self.count = int(state["running_count"])
         log.info("resumed from step %d of %s", self.step, self.run_dir)
@@ -206,8 +240,8 @@ class BaselineRun:
                 "algo": self.name,
                 "step": self.step,
                 "total_steps": self.total_steps,
-                "stepper": self.stepper.state_dict(),
-                "rng": capture_rng(self.stepper.generator),
+                "stepper": self.stepper.state_dict() if self.stepper is not None else None,
+                "rng": capture_rng(self.stepper.generator) if self.stepper is not None else None,
                 "running_loss": self.running,
                 "running_count": self.count,
                 "wandb_run_id": self.logger.run_id,
@@ -218,6 +252,14 @@ class BaselineRun:
     def announce(self) -> None:
         """Log what is about to be trained."""
         data = self.data
+        if self.stepper is None:
+            log.info(
+                "%s trains nothing: evaluating it on %s, run dir %s",
+                self.name,
+                data.dataset,
+                self.run_dir,
+            )
+            return
         n_val = len(self.val_set) if self.val_set is not None else 0
         log.info(
             "training %s on %s: %d train and %d validation transitions (%d episodes held out), "
@@ -299,8 +341,9 @@ class BaselineRun:
 
     @torch.no_grad()
     def validate(self, record: bool = True) -> dict[str, float]:
-        """The mean loss over every held-out transition (``{}`` without a validation split)."""
-        if self.val_set is None:
+        """The mean loss over every held-out transition (``{}`` without a validation split, or for
+        an algorithm that trains nothing)."""
+        if self.val_set is None or self.stepper is None:
             return {}
         self.model.eval()
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -329,16 +372,18 @@ class BaselineRun:
         with hold_plan_dir(out_dir):
             spec = evaluation_spec(self.data.dataset, self.config["data"]["source"])
             results = evaluate_policy(
-                self.agent.act,
+                self.policy(),
                 spec,
                 self.data.observation_dim,
                 self.data.action_dim,
+                goal_dim=self.model.goal_dim if self.algorithm.goal_conditioned else 0,
                 n_episodes=settings["n_episodes"],
                 seed=settings["seed"],
                 max_episode_steps=settings["max_episode_steps"],
                 video_path=out_dir / VIDEO_FILE if settings["render"] else None,
                 progress=self.config["progress"],
                 should_stop=lambda: self.stop["signum"] is not None,
+                observe_goal=self.config["data"]["observe_goal"],
             )
             if not results.complete:
                 results.stopped_by = self.stop["signum"]
@@ -358,6 +403,12 @@ class BaselineRun:
         )
         print(f"{self.name}: {results.summary()}")
         return results
+
+    def policy(self) -> Callable[..., Any] | EpisodePolicies:
+        """What the evaluation steps: the agent's batched ``act``, or one policy per episode for an
+        agent with state through an episode (``episode_policy``, the waypoint controller)."""
+        episode_policy = getattr(self.agent, "episode_policy", None)
+        return EpisodePolicies(episode_policy) if episode_policy is not None else self.agent.act
 
     def write_results(
         self, results: EpisodeResults, out_dir: Path, evaluated: dict[str, Any]

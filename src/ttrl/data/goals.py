@@ -29,12 +29,14 @@ still plans by return or by likelihood.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from ttrl.data.loading import Transitions
-from ttrl.data.preprocess import MAX_PATH_LENGTH, Trajectories
+from ttrl.data.preprocess import MAX_PATH_LENGTH, Trajectories, episode_bounds
+from ttrl.data.registry import SUCCESS_DISTANCE
 from ttrl.data.sequences import TokenDataset, stored_episode_rows, token_dtype
 from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
@@ -280,6 +282,58 @@ class GoalTokenDataset:
             f"relabel={self.relabel!r}, sequence_length={self.trajectory_windows.sequence_length}, "
             f"device={self.device})"
         )
+
+
+def observe_desired_goal(transitions: Transitions) -> Transitions:
+    """``transitions`` for an agent that sees its goal in its observation (``data.observe_goal``):
+    each observation followed by the goal pursued at that step, and every step that reached its
+    goal the (terminal) end of its episode.
+
+    This is how reward-driven agents (IQL, TT planning by return or by Q) learn goal reaching from
+    a continuing goal dataset (PointMaze's): the evaluation task ends at the goal
+    (``continuing_task=False``), so a reached goal is a terminal success (paying the sparse reward
+    1) and what the behaviour policy did next, for its next goal, starts an episode of its own.
+
+    - **Reached**: step ``t`` of an episode reached its goal when the position after it
+      (``achieved_goal[t + 1]``) lies within :data:`~ttrl.data.registry.SUCCESS_DISTANCE` of the
+      goal pursued at ``t``; such steps become terminals (the episode's last step stays as it was:
+      its successor is not in the data).
+    - **Pursued goal**: the ``desired_goal`` of step ``t``, but one step late after a success:
+      gymnasium-robotics builds the observation before it moves the goal, so the observation
+      right after a success still shows the old goal while the env (and that step's reward)
+      already pursue the new one, which the observation after it shows.
+
+    Raises:
+        TtrlError: the dataset lacks goal fields (one line).
+    """
+    achieved, desired = _goal_fields(transitions)
+    starts, lengths = episode_bounds(transitions)
+    last = np.zeros(len(transitions), dtype=bool)
+    last[starts + lengths - 1] = True
+    inner = np.flatnonzero(~last)  # steps whose successor is in the same episode
+    moved = np.zeros(len(transitions), dtype=bool)  # the next observation shows another goal
+    moved[inner] = (desired[inner + 1] != desired[inner]).any(axis=1)
+    stale = moved & np.roll(_reached(achieved, desired, inner, SUCCESS_DISTANCE), 1)
+    stale[starts] = False  # an episode's first observation follows no success of its own
+    pursued = desired.copy()
+    pursued[stale] = desired[np.flatnonzero(stale) + 1]
+    reached = _reached(achieved, pursued, inner, SUCCESS_DISTANCE)
+    observations = np.concatenate([transitions.observations, pursued], axis=1)
+    return replace(
+        transitions,
+        observations=observations.astype(np.float32, copy=False),
+        terminals=transitions.terminals | reached,
+        timeouts=transitions.timeouts & ~reached,
+    )
+
+
+def _reached(
+    achieved: np.ndarray, goals: np.ndarray, inner: np.ndarray, radius: float
+) -> np.ndarray:
+    """Whether each step brought the position within ``radius`` of ``goals`` at that step."""
+    reached = np.zeros(len(achieved), dtype=bool)
+    reached[inner] = np.linalg.norm(achieved[inner + 1] - goals[inner], axis=1) <= radius
+    return reached
 
 
 def _goal_fields(transitions: Transitions) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ and the step it first held (``steps_to_goal``), and the aggregates its rate ± s
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
@@ -85,20 +86,35 @@ def make_env(
         ) from err
 
 
-def make_goal_env(env_id: str, max_episode_steps: int | None = None, render: bool = False) -> Any:
-    """:func:`make_env` for goal-conditioned evaluation: gymnasium-robotics' maze envs (PointMaze,
-    and ttrl's four rooms) are made episodic, ``continuing_task=False``, so an episode ends when
-    its goal is reached (the datasets' continuing task would move the goal instead)."""
+def make_goal_env(
+    env_id: str, max_episode_steps: int | None = None, render: bool = False, **env_kwargs: Any
+) -> Any:
+    """:func:`make_env` for goal-reaching evaluation: gymnasium-robotics' maze envs (PointMaze,
+    AntMaze and ttrl's four rooms) are made episodic, ``continuing_task=False``, so an episode ends
+    when its goal is reached (the datasets' continuing task would move the goal instead, or keep
+    paying the reward while the agent stays there)."""
     from ttrl.making.maze import register_maze_envs
 
     register_maze_envs()  # gymnasium-robotics' ids and ttrl's PointMaze_FourRooms
-    kwargs = {"continuing_task": False} if _is_maze_env(env_id) else {}
+    kwargs = {"continuing_task": False, **env_kwargs} if _is_maze_env(env_id) else env_kwargs
     return make_env(env_id, max_episode_steps, render, **kwargs)
+
+
+def env_factory_for(spec: DatasetSpec) -> EnvFactory:
+    """How evaluation makes ``spec``'s env: with the dataset's ``env_kwargs`` (AntMaze's observation
+    size), and episodic for maze envs (:func:`make_goal_env`), for every agent alike."""
+    if spec.env_id is not None and _is_maze_env(spec.env_id):
+        return functools.partial(make_goal_env, **spec.env_kwargs)
+    return functools.partial(make_env, **spec.env_kwargs)
 
 
 def _is_maze_env(env_id: str) -> bool:
     import gymnasium as gym
 
+    from ttrl.making.maze import register_maze_envs
+
+    if env_id not in gym.registry:  # the maze ids are gymnasium-robotics' (and ttrl's four rooms)
+        register_maze_envs()
     try:
         entry_point = str(gym.spec(env_id).entry_point)
     except gym.error.Error:
@@ -106,15 +122,21 @@ def _is_maze_env(env_id: str) -> bool:
     return "gymnasium_robotics.envs.maze" in entry_point
 
 
-def split_observation(observation: Any) -> tuple[np.ndarray, np.ndarray | None]:
+def split_observation(
+    observation: Any, observe_goal: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """``(observation, goal)`` float32 of an env's observation: a dict's ``observation`` and
-    ``desired_goal`` fields (PointMaze; goal None when the dict has none), or a flat array and None."""
+    ``desired_goal`` fields (PointMaze; goal None when the dict has none), or a flat array and None.
+
+    ``observe_goal`` (a run trained with ``data.observe_goal``): the observation is followed by the
+    goal, as in its training data (:func:`ttrl.data.goals.observe_desired_goal`)."""
     if isinstance(observation, Mapping):
         goal = observation.get(GOAL_KEY)
-        return (
-            np.asarray(observation[OBSERVATION_KEY], dtype=np.float32),
-            None if goal is None else np.asarray(goal, dtype=np.float32),
-        )
+        goal = None if goal is None else np.asarray(goal, dtype=np.float32)
+        seen = np.asarray(observation[OBSERVATION_KEY], dtype=np.float32)
+        if observe_goal and goal is not None:
+            seen = np.concatenate([seen, goal])
+        return seen, goal
     return np.asarray(observation, dtype=np.float32), None
 
 
@@ -180,14 +202,28 @@ def _mean_se(mean: float, se: float) -> str:
 
 
 def check_spaces(
-    env: Any, env_id: str, observation_dim: int, action_dim: int, goal_dim: int = 0
+    env: Any,
+    env_id: str,
+    observation_dim: int,
+    action_dim: int,
+    goal_dim: int = 0,
+    observe_goal: bool = False,
 ) -> None:
     """TtrlError naming both sides if the env's observation/action sizes differ from the model's.
 
     A dict observation space is sized by its ``observation`` field; a goal-conditioned model
-    (``goal_dim > 0``) needs a ``desired_goal`` field of ``goal_dim`` numbers too.
+    (``goal_dim > 0``) needs a ``desired_goal`` field of ``goal_dim`` numbers too. With
+    ``observe_goal`` the model's observations are that field and the goal together.
     """
     env_obs, env_goal = _observation_sizes(env, env_id)
+    if observe_goal:
+        if env_goal is None:
+            raise TtrlError(
+                f"the run sees its goal in its observations (data.observe_goal=true) but "
+                f"environment {env_id} gives no goal (no dict observation with a {GOAL_KEY!r} "
+                f"field); plan it in its dataset's goal env (e.g. env=pointmaze-medium)"
+            )
+        env_obs += env_goal
     if goal_dim and env_goal is None:
         raise TtrlError(
             f"the model is goal-conditioned ({goal_dim} goal tokens) but environment {env_id} "
@@ -241,6 +277,7 @@ class _Episode:
     env: Any
     observation: np.ndarray
     goal: np.ndarray | None = None
+    observe_goal: bool = False  # the observation holds the goal too (data.observe_goal)
     success: bool | None = None
     steps_to_goal: int | None = None
     rewards: list[float] = field(default_factory=list)
@@ -266,7 +303,7 @@ class _Episode:
     def observe(self, observation: Any, info: Mapping[str, Any]) -> None:
         """Take the env's observation after a step (and its goal, which the env may have moved),
         and the first step at which ``info["success"]`` held."""
-        self.observation, self.goal = split_observation(observation)
+        self.observation, self.goal = split_observation(observation, self.observe_goal)
         if self.keeps_path:
             self.path.append(self.observation)
         if self.success is False and info.get("success"):
@@ -290,6 +327,7 @@ def evaluate(
     on_episode_end: Callable[[EpisodeResult], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     goal_discretizer: Any | None = None,
+    observe_goal: bool = False,
 ) -> EpisodeResults:
     """Roll out ``n_episodes`` episodes with the beam-search planner, all planned in one batch.
 
@@ -306,7 +344,7 @@ def evaluate(
         value_discount, termination_penalty: how realised values are computed for the
             predicted-vs-realised comparison (the training targets' conventions).
         env_factory: ``(env_id, max_episode_steps, render) -> env``; tests pass wrapped envs.
-            None: :func:`make_env`, or :func:`make_goal_env` (episodic) for a goal model.
+            None: :func:`env_factory_for` the dataset (episodic for maze envs).
         progress: show tqdm bars over steps and episodes.
         episodes: the indices to plan (default: all ``n_episodes``); each plans as in the full batch.
         on_episode_end: called with each episode's result as soon as it ends (to save it).
@@ -315,6 +353,8 @@ def evaluate(
         goal_discretizer: the goal dims' discretiser of a goal-conditioned model (required for
             one, :attr:`~ttrl.evaluation.PlanningInputs.goal_discretizer`): it encodes the env's
             ``desired_goal`` into the goal tokens planned toward (see the module docstring).
+        observe_goal: the model was trained with ``data.observe_goal``: its observations are the
+            env's ``observation`` followed by its ``desired_goal``.
 
     Raises:
         TtrlError: bad episode indices, a dataset without an env, env spaces that do not fit the
@@ -339,7 +379,7 @@ def evaluate(
     planner = BeamPlanner(model, discretizer, planner_config)
     observation_dim, action_dim = model.config.observation_dim, model.config.action_dim
     if env_factory is None:
-        env_factory = make_goal_env if goal_dim else make_env
+        env_factory = env_factory_for(spec)
     running = _start_episodes(
         env_factory,
         spec.env_id,
@@ -350,6 +390,7 @@ def evaluate(
         observation_dim,
         action_dim,
         goal_dim,
+        observe_goal,
     )
     first = running[0]
     renders = first.index == 0 and getattr(first.env, "render_mode", None) == "rgb_array"
@@ -430,15 +471,26 @@ def _start_episodes(
     observation_dim: int,
     action_dim: int,
     goal_dim: int = 0,
+    observe_goal: bool = False,
 ) -> list[_Episode]:
     episodes = []
     for row, i in enumerate(indices):
         env = env_factory(env_id, max_episode_steps, render_first and i == 0)
-        check_spaces(env, env_id, observation_dim, action_dim, goal_dim)
-        observation, goal = split_observation(env.reset(seed=seed + i)[0])
+        check_spaces(env, env_id, observation_dim, action_dim, goal_dim, observe_goal)
+        observation, goal = split_observation(env.reset(seed=seed + i)[0], observe_goal)
         # an env with goals scores success (False until reached); locomotion keeps None
         success = None if goal is None else False
-        episode = _Episode(i, row, seed + i, env, observation, goal, success, start_goal=goal)
+        episode = _Episode(
+            i,
+            row,
+            seed + i,
+            env,
+            observation,
+            goal,
+            observe_goal=observe_goal,
+            success=success,
+            start_goal=goal,
+        )
         if episode.keeps_path:
             episode.path.append(observation)
         episodes.append(episode)

@@ -321,6 +321,7 @@ def _run_planning(
                 on_episode_end=store.save,
                 should_stop=lambda: stop["signum"] is not None,
                 goal_discretizer=inputs.goal_discretizer,
+                observe_goal=bool(preprocessing["observe_goal"]),
             )
             store.add_run(planned.timing)
         except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step; finished episodes are saved

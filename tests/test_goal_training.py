@@ -513,3 +513,54 @@ def test_a_run_that_observes_its_goal_plans_by_return_in_the_goal_env(maze_root,
         finally:
             env.close()
     assert "data.observe_goal" in one_line(info)
+
+
+def test_tt_guided_by_an_iql_run_of_the_same_observed_goal_data_plans_in_the_maze(
+    maze_root, tmp_path
+):
+    import ttrl.baselines.runner  # noqa: F401  (registers train_baseline_schema)
+    from ttrl.baselines.runner import train_baseline
+
+    tt_run = tmp_path / "tt"
+    train(goal_cfg("trainer.max_steps=4", "data.goal=null", "data.observe_goal=true"), tt_run)
+    q_run = tmp_path / "iql"
+    iql_overrides = [
+        f"env={MAZE}",
+        "algo=iql",
+        "iql=pointmaze",
+        "data.goal=null",
+        "data.observe_goal=true",
+        "steps=20",
+        "iql.hidden=16",
+        "iql.batch_size=32",
+        "logger=disabled",
+        "device=cpu",
+        "progress=false",
+        "evaluate.n_episodes=2",
+        "evaluate.max_episode_steps=5",
+    ]
+    metrics = train_baseline(compose_config("train_baseline", iql_overrides), q_run)
+    iql_results = metrics["results"]
+    assert all(e.success is not None and e.length <= 5 for e in iql_results.episodes)
+    assert load_bundle(q_run)["config"]["iql"]["reward_shift"] == 0.0
+    planner = {**SMALL_PLANNER, "objective": "q", "q_run": str(q_run)}
+    results = run_planning(plan_config(tt_run, "name=q"), tt_run / "plan" / "q", planner)
+    assert all(e.success is not None for e in results.episodes)
+    saved = json.loads((tt_run / "plan" / "q" / "results.json").read_text())
+    assert saved["config"]["planner"]["q_run"] == str(q_run)
+    # a Q run that does not observe the goal does not fit the transformer's observations
+    plain_q = tmp_path / "plain"
+    train_baseline(
+        compose_config(
+            "train_baseline",
+            [o for o in iql_overrides if "observe_goal" not in o],
+        ),
+        plain_q,
+    )
+    with pytest.raises(TtrlError) as info:
+        run_planning(
+            plan_config(tt_run, "name=plain"),
+            tt_run / "plan" / "plain",
+            {**planner, "q_run": str(plain_q)},
+        )
+    assert "observations of 4" in one_line(info)

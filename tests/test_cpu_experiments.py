@@ -33,7 +33,10 @@ def test_the_sweep_names_every_cpu_dataset_experiment():
 def test_cpu_experiment_composes_and_validates(experiment):
     cfg = compose_config(overrides=[f"experiment=cpu/{experiment}", "run_dir=unused"])
     validate_train_config(cfg)
-    assert cfg.env.name == experiment.removesuffix("-paper-planner")
+    assert cfg.env.name == experiment.removesuffix("-paper-planner").removesuffix("-observed-goal")
+    if experiment.endswith("-observed-goal"):  # planned by reward, the goal in the observation
+        assert cfg.data.observe_goal and cfg.data.goal is None
+        assert cfg.planner.objective == "return"
     assert (cfg.model.n_layer, cfg.model.n_embd, cfg.data.sequence_length) == (2, 64, 4)
     assert cfg.trainer.max_steps == 8000 and "cpu" in cfg.logger.tags
     paper_planner = experiment.endswith("-paper-planner")

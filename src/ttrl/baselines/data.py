@@ -29,10 +29,9 @@ import torch
 
 from ttrl.data import TokenDataset, load_transitions, resolve_dataset
 from ttrl.data.goals import (
-    ACHIEVED_GOAL,
-    DESIRED_GOAL,
     VALIDATION_GOAL_SEED,
     check_relabel,
+    goal_arrays,
     hindsight_goal_steps,
 )
 from ttrl.data.loading import Transitions
@@ -221,18 +220,6 @@ def transition_batch(
         # whole episodes, in order: each episode's last step is a row of this split too
         episode_last=torch.from_numpy(np.searchsorted(rows, last_step[rows])),
     )
-
-
-def goal_arrays(transitions: Transitions) -> tuple[np.ndarray, np.ndarray]:
-    """The achieved and desired goals ``[N, G]``; one :class:`TtrlError` line if the dataset lacks
-    either (:meth:`~ttrl.data.loading.Transitions.goal`'s) or they differ in size."""
-    achieved, desired = transitions.goal(ACHIEVED_GOAL), transitions.goal(DESIRED_GOAL)
-    if achieved.shape[1] != desired.shape[1]:
-        raise TtrlError(
-            f"{transitions.source}: achieved_goal has {achieved.shape[1]} dims but desired_goal "
-            f"{desired.shape[1]}; goals must live in one space"
-        )
-    return achieved, desired
 
 
 def split_transitions(

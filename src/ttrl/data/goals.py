@@ -66,7 +66,7 @@ def fit_goal_discretizer(
         TtrlError: the dataset lacks a goal field (one line, from :meth:`Transitions.goal`), or its
             two goal fields differ in size.
     """
-    achieved, desired = _goal_fields(transitions)
+    achieved, desired = goal_arrays(transitions)
     return Discretizer.fit(np.concatenate([achieved, desired]), n_bins=n_bins, kind=kind)
 
 
@@ -146,7 +146,7 @@ class GoalTokenDataset:
                 :meth:`Transitions.goal`); goals that do not fit the discretiser or the rows.
         """
         check_relabel(relabel)
-        achieved, desired = _goal_fields(transitions)
+        achieved, desired = goal_arrays(transitions)
         n_rows = len(trajectories)
         # released_compat drops the dataset's last step: the rows are the first n_rows steps
         if len(achieved) < n_rows:
@@ -306,7 +306,7 @@ def observe_desired_goal(transitions: Transitions) -> Transitions:
     Raises:
         TtrlError: the dataset lacks goal fields (one line).
     """
-    achieved, desired = _goal_fields(transitions)
+    achieved, desired = goal_arrays(transitions)
     starts, lengths = episode_bounds(transitions)
     last = np.zeros(len(transitions), dtype=bool)
     last[starts + lengths - 1] = True
@@ -336,8 +336,9 @@ def _reached(
     return reached
 
 
-def _goal_fields(transitions: Transitions) -> tuple[np.ndarray, np.ndarray]:
-    """The achieved and desired goals ``[N, G]``; one line if either is missing or they differ."""
+def goal_arrays(transitions: Transitions) -> tuple[np.ndarray, np.ndarray]:
+    """The achieved and desired goals ``[N, G]``; one :class:`TtrlError` line if the dataset lacks
+    either (:meth:`~ttrl.data.loading.Transitions.goal`'s) or they differ in size."""
     achieved, desired = transitions.goal(ACHIEVED_GOAL), transitions.goal(DESIRED_GOAL)
     if achieved.shape[1] != desired.shape[1]:
         raise TtrlError(

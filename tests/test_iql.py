@@ -21,6 +21,7 @@ from ttrl.baselines.iql import (
     expectile_loss,
     fitted_iql,
     polyak_update,
+    return_range_scale,
     td_targets,
     train_iql,
 )
@@ -121,6 +122,25 @@ def test_only_real_successors_enter_the_q_loss():
     expected = (q[:, :2] - targets).square().sum() / 2
     torch.testing.assert_close(base["q"], expected)
     assert model.loss(batch) == sum(base.values())
+
+
+def test_normalize_returns_scales_rewards_by_the_papers_return_range():
+    # episodes: rows 0-1 (return 3), row 2 (return -1, terminal), rows 3-4 (return 5, cut by the data)
+    rng = np.random.default_rng(0)
+    obs, actions = rng.standard_normal((5, 4)), rng.uniform(-1, 1, (5, 2))
+    rewards, ends = [1.0, 2.0, -1.0, 4.0, 1.0], [0, 1, 1, 0, 0]
+    batch = transitions(obs, actions, rewards, obs, [0, 0, 1, 0, 0], ends)
+    assert return_range_scale(batch) == pytest.approx(1000.0 / (5.0 - (-1.0)))
+    config = IQLConfig(hidden=8, normalize_returns=True)
+    model = fitted_iql(batch, config)
+    assert model.reward_scale == pytest.approx(1000.0 / 6.0)
+    assert config.reward_scale == 1.0  # the caller's config is left as it was
+    # the Q loss sees the scaled rewards: the same as an explicit reward_scale
+    explicit = fitted_iql(batch, IQLConfig(hidden=8, reward_scale=1000.0 / 6.0))
+    torch.testing.assert_close(model.losses(batch)["q"], explicit.losses(batch)["q"])
+    same = transitions(obs[:2], actions[:2], [1.0, 1.0], obs[:2], [0, 0], [1, 1])
+    with pytest.raises(TtrlError, match="normalize_returns=true needs episodes of different"):
+        fitted_iql(same, config)
 
 
 def test_configs_reject_bad_settings_in_one_line():

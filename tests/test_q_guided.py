@@ -20,7 +20,10 @@ class LinearQ:
 
     observation_dim, action_dim = S, A
 
-    def __init__(self, seed: int = 0, action_weight: float = 1.0) -> None:
+    def __init__(
+        self, seed: int = 0, action_weight: float = 1.0, reward_scale: float = 1.0
+    ) -> None:
+        self.reward_scale = reward_scale
         rng = np.random.default_rng(seed)
         self.w_s = torch.as_tensor(rng.normal(size=S))
         self.w_a = torch.as_tensor(rng.normal(size=A)) * action_weight
@@ -64,6 +67,10 @@ def test_q_score_ranks_candidates_as_the_formula_says(discretizer):  # noqa: F81
         expected = sum(gamma**i * rewards[row, i].item() for i in range(step))
         expected += gamma**step * q_value
         assert scores[row].item() == pytest.approx(expected)
+    # a Q trained on rewards scaled by 4 is brought back to the transformer's reward units
+    scaled = LinearQ(reward_scale=4.0)
+    scaled.w_s, scaled.w_a = q.w_s * 4.0, q.w_a * 4.0
+    torch.testing.assert_close(QGuidedScorer(scaled).score(candidates), scores)
     v_scores = QGuidedScorer(q, heuristic="v").score(candidates)
     _, action = candidates.decoded_state_action()
     assert torch.allclose(scores - v_scores, gamma**step * (action.double() @ q.w_a))

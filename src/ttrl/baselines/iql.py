@@ -89,6 +89,9 @@ class IQLConfig:
     max_exp_advantage: float = 100.0  # those weights are clipped at this
     reward_scale: float = 1.0  # rewards trained on: reward_scale * r + reward_shift
     reward_shift: float = 0.0  # AntMaze: -1 (configs/iql/antmaze.yaml)
+    # MuJoCo (configs/iql/mujoco.yaml): reward_scale becomes 1000 / (max - min episode return) of
+    # the training data when the model is fitted (:func:`return_range_scale`), as in the paper
+    normalize_returns: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -220,6 +223,11 @@ class IQLModel(BaselineModule):
         return (p for p in self.parameters() if p.requires_grad)
 
     # ------------------------------------------------------------------------------ inference
+    @property
+    def reward_scale(self) -> float:
+        """The factor the rewards were multiplied by in training: Q and V are in those units."""
+        return float(self.config.reward_scale)
+
     def _inputs(self, name: str, data: ArrayLike, dim: int) -> torch.Tensor:
         x = as_tensor(data, self.device)
         if x.dim() < 1 or x.shape[-1] != dim:
@@ -257,11 +265,33 @@ class IQLModel(BaselineModule):
         return mean.cpu().numpy().astype(np.float32, copy=False)
 
 
+def return_range_scale(train: TransitionBatch, span: float = 1000.0) -> float:
+    """``span / (max - min)`` of the undiscounted returns of ``train``'s episodes (cut at
+    ``episode_ends``; a last episode the data cuts short counts as it is), the IQL paper's reward
+    scale for MuJoCo; one line when every episode returns the same."""
+    rewards = train.rewards.detach().double().cpu().numpy()
+    ends = np.flatnonzero(train.episode_ends.cpu().numpy())
+    if not len(ends) or ends[-1] != len(rewards) - 1:
+        ends = np.append(ends, len(rewards) - 1)
+    returns = np.add.reduceat(rewards, np.concatenate(([0], ends[:-1] + 1)))
+    spread = float(returns.max() - returns.min())
+    if not spread > 0:
+        raise TtrlError(
+            f"iql.normalize_returns=true needs episodes of different returns, but all "
+            f"{len(returns)} return {returns[0]:.6g}; set iql.normalize_returns=false"
+        )
+    return span / spread
+
+
 def fitted_iql(train: TransitionBatch, config: IQLConfig | None = None) -> IQLModel:
     """A fresh :class:`IQLModel` (CPU) whose observation normaliser and action bounds (the
-    training actions' per-dimension min/max) are fitted on ``train``."""
-    config = config if config is not None else IQLConfig()
+    training actions' per-dimension min/max) are fitted on ``train``; with
+    ``config.normalize_returns`` its ``reward_scale`` is :func:`return_range_scale` of ``train``
+    (stored in the model's config, so the checkpoint says what it trained on)."""
+    config = copy.copy(config) if config is not None else IQLConfig()
     config.validate()
+    if config.normalize_returns:
+        config.reward_scale = return_range_scale(train)
     obs = as_matrix("observations", train.observations)
     act = as_matrix("actions", train.actions, len(obs))
     model = IQLModel(obs.shape[1], act.shape[1], config)

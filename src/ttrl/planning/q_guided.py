@@ -7,7 +7,8 @@ step ``t`` a candidate scores
     sum_{i<t} discount^i r_i  +  discount^t * min(Q1, Q2)(s_t, a_t)
 
 with the transformer's expected rewards ``r_i`` for the earlier steps and the state and action of
-step ``t`` decoded to bin midpoints; Q already holds ``r_t`` and what follows. The variant
+step ``t`` decoded to bin midpoints; Q already holds ``r_t`` and what follows. Q is divided by the
+IQL run's ``reward_scale`` so that both terms are in the dataset's reward units. The variant
 ``planner.q_heuristic=v`` uses ``V(s_t)`` in place of ``Q(s_t, a_t)``. Every candidate of every
 environment goes through the Q network in one call per planning step.
 """
@@ -33,6 +34,7 @@ class QFunction(Protocol):
 
     observation_dim: int
     action_dim: int
+    reward_scale: float  # Q and V are in units of reward_scale * reward
 
     def q_value(self, observations: Tensor, actions: Tensor) -> Tensor: ...
 
@@ -73,7 +75,9 @@ class QGuidedScorer:
         discounts = candidates.discount ** torch.arange(
             t + 1, dtype=rewards.dtype, device=rewards.device
         )
+        # back to the dataset's reward units, those of the transformer's rewards
         heuristic = heuristic.to(device=rewards.device, dtype=rewards.dtype)
+        heuristic = heuristic / self.q_function.reward_scale
         return (rewards * discounts[:t]).sum(-1) + discounts[t] * heuristic
 
 

@@ -1,0 +1,51 @@
+"""The planner ablation summary: points from results.json files, by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from ttrl.errors import TtrlError
+from ttrl.evaluation.ablation import load_points, main
+
+
+def write_results(folder, horizon, beam, scores, plan_seconds, decisions, dataset="hopper-medium"):
+    folder.mkdir(parents=True)
+    results = {
+        "dataset": dataset,
+        "complete": True,
+        "episodes": [{"normalized_score": s, "length": 100 + i} for i, s in enumerate(scores)],
+        "timing": {"plan_seconds": plan_seconds, "decisions": decisions},
+        "config": {"planner": {"horizon": horizon, "beam_width": beam}},
+    }
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_points_hold_score_and_cost_cheapest_first(tmp_path):
+    write_results(tmp_path / "wide", 15, 128, [40.0, 50.0], plan_seconds=90.0, decisions=30)
+    write_results(tmp_path / "narrow", 5, 8, [10.0, 20.0, 30.0], plan_seconds=6.0, decisions=60)
+    narrow, wide = load_points([tmp_path])
+    assert (narrow.horizon, narrow.beam_width, wide.horizon, wide.beam_width) == (5, 8, 15, 128)
+    assert narrow.seconds_per_step == pytest.approx(0.1) and wide.seconds_per_step == 3.0
+    assert narrow.score_mean == 20.0 and narrow.score_se == pytest.approx(10.0 / math.sqrt(3))
+    assert narrow.mean_length == 101.0 and narrow.n_episodes == 3
+
+    main([str(tmp_path), "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "ablation.md").read_text().splitlines()
+    assert table[2].startswith("| H=5, beam 8 | 3 | 20.0 ± 5.8 |")
+    assert table[3].startswith("| H=15, beam 128 | 2 | 45.0 ± 5.0 |")
+    assert (tmp_path / "out" / "ablation.png").stat().st_size > 0
+    assert "seconds_per_step" in (tmp_path / "out" / "ablation.csv").read_text()
+
+
+def test_mixed_datasets_and_bad_files_are_refused_in_one_line(tmp_path):
+    write_results(tmp_path / "a", 5, 8, [1.0], 1.0, 10)
+    write_results(tmp_path / "b", 5, 8, [1.0], 1.0, 10, dataset="walker2d-medium")
+    with pytest.raises(TtrlError, match="an ablation compares one dataset's"):
+        load_points([tmp_path])
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text("{}")
+    with pytest.raises(TtrlError, match=r"is not a complete ttrl results\.json"):
+        load_points([tmp_path / "c"])

@@ -53,10 +53,11 @@ cpu-datasets: $(STAMP) ## The five 100k-step datasets of the CPU table (a few mi
 	$(CPU_MINARI) $(PY) -c "import sys; from ttrl.demo import ensure_dataset; \
 		[print(d, ensure_dataset(d, 100_000, 0)['normalized_score_mean']) for d in sys.argv[1:]]" $(CPU_DATASETS)
 
-cpu-table: cpu-datasets ## The whole CPU table: TT and BC, 5 datasets x 2 seeds, then the report (hours)
+cpu-table: cpu-datasets ## The whole CPU table: TT, BC and IQL, 5 datasets x 2 seeds, then the report (hours)
 	$(CPU_MINARI) $(PY) scripts/train.py -m hydra/sweeper=cpu hydra.sweep.dir=multirun/cpu/train
 	$(CPU_MINARI) $(PY) scripts/train_baseline.py -m hydra/sweeper=cpu_baselines hydra.sweep.dir=multirun/cpu/baselines
-	$(PY) scripts/report.py multirun/cpu/train multirun/cpu/baselines --out multirun/cpu
+	$(CPU_MINARI) $(PY) scripts/train_baseline.py -m hydra/sweeper=cpu_iql hydra.sweep.dir=multirun/cpu/iql
+	$(PY) scripts/report.py multirun/cpu/train multirun/cpu/baselines multirun/cpu/iql --out multirun/cpu
 
 bench: $(STAMP) ## Training and planning benchmarks (prints JSON lines)
 	$(PY) scripts/bench.py train

@@ -71,3 +71,29 @@ def test_a_cpu_experiment_trains_and_plans_with_tiny_overrides(tiny_hopper, tmp_
     results = json.loads((run_dir / "plan" / "final" / "results.json").read_text())
     assert results["aggregates"]["n_episodes"] == 2
     assert results["config"]["planner"]["window_transitions"] == 4
+
+
+@pytest.mark.parametrize("sweeper", ["cpu_baselines", "cpu_iql"])
+def test_the_baseline_sweeps_cover_the_cpu_table_and_each_job_validates(sweeper):
+    import itertools
+
+    from hydra import compose, initialize_config_dir
+
+    import ttrl.baselines.runner  # noqa: F401  (registers train_baseline_schema)
+    from ttrl.baselines.config import algorithm_config
+
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        hydra_cfg = compose(
+            "train_baseline", overrides=[f"hydra/sweeper={sweeper}"], return_hydra_config=True
+        )
+    params = {k: str(v).split(",") for k, v in hydra_cfg.hydra.sweeper.params.items()}
+    tt_sweep = OmegaConf.load(REPO / "configs" / "hydra" / "sweeper" / "cpu.yaml").params
+    assert {f"cpu/{e}" for e in params["env"]} == set(tt_sweep.experiment.split(","))
+    assert params["seed"] == ["0", "1"] and params["steps"] == ["20000"]
+    for job in itertools.product(*[[f"{k}={v}" for v in values] for k, values in params.items()]):
+        cfg = compose_config("train_baseline", [*job, "run_dir=unused"])
+        _, settings = algorithm_config(OmegaConf.to_container(cfg, resolve=True))
+        assert cfg.steps == 20000 and cfg.evaluate.n_episodes == 5
+        if sweeper == "cpu_iql":  # the IQL paper's MuJoCo settings
+            assert (settings.expectile, settings.temperature) == (0.7, 3.0)
+            assert settings.normalize_returns

@@ -40,6 +40,14 @@ def test_points_hold_score_and_cost_cheapest_first(tmp_path):
     assert "seconds_per_step" in (tmp_path / "out" / "ablation.csv").read_text()
 
 
+def test_evaluations_of_the_same_settings_are_pooled(tmp_path):
+    write_results(tmp_path / "first", 15, 128, [40.0, 50.0], plan_seconds=90.0, decisions=30)
+    write_results(tmp_path / "rest", 15, 128, [60.0], plan_seconds=10.0, decisions=20)
+    (point,) = load_points([tmp_path])
+    assert point.n_episodes == 3 and point.score_mean == 50.0
+    assert point.seconds_per_step == pytest.approx(100.0 / 50)
+
+
 def test_mixed_datasets_and_bad_files_are_refused_in_one_line(tmp_path):
     write_results(tmp_path / "a", 5, 8, [1.0], 1.0, 10)
     write_results(tmp_path / "b", 5, 8, [1.0], 1.0, 10, dataset="walker2d-medium")

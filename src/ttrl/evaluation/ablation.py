@@ -2,9 +2,9 @@
 
     python -m ttrl.evaluation.ablation <plan dirs or results.json files> --out <dir>
 
-Each ``results.json`` (of ``scripts/plan.py`` or a training run's final evaluation) is one point:
-its planner's horizon and beam width, the normalised score (mean ± standard error over its
-episodes) and the planner's seconds per environment step (``timing.plan_seconds`` over
+Each planner setting (horizon, beam width) is one point, pooling every ``results.json`` (of
+``scripts/plan.py`` or a training run's final evaluation) planned with it: the normalised score
+(mean ± standard error over the episodes) and the planner's seconds per environment step (``timing.plan_seconds`` over
 ``timing.decisions``; episodes planned together share model calls, so compare points planned with
 the same ``n_episodes`` where cost matters). Writes ``ablation.csv``, ``ablation.md`` and
 ``ablation.png`` (score against cost, log scale) into ``--out``.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,51 +49,84 @@ class PlannerPoint:
         return f"H={self.horizon}, beam {self.beam_width}"
 
 
-def load_point(path: str | os.PathLike) -> PlannerPoint:
-    """The :class:`PlannerPoint` of one complete ``results.json``; one line for anything else."""
+@dataclass(frozen=True)
+class _Evaluation:
+    """What one results.json holds for the ablation."""
+
+    path: str
+    dataset: str
+    horizon: int
+    beam_width: int
+    scores: list[float]
+    lengths: list[float]
+    plan_seconds: float
+    decisions: int
+
+
+def _load_evaluation(path: str | os.PathLike) -> _Evaluation:
+    """One complete ``results.json``; one line for anything else."""
     path = Path(path)
     try:
         results = json.loads(path.read_text())
         planner = results["config"]["planner"]
         timing = results["timing"]
-        episodes = results["episodes"]
-        scores = [float(e["normalized_score"]) for e in episodes]
-        lengths = [float(e["length"]) for e in episodes]
-        horizon, beam = int(planner["horizon"]), int(planner["beam_width"])
-        seconds = float(timing["plan_seconds"]) / max(int(timing["decisions"]), 1)
+        evaluation = _Evaluation(
+            path=str(path),
+            dataset=str(results["dataset"]),
+            horizon=int(planner["horizon"]),
+            beam_width=int(planner["beam_width"]),
+            scores=[float(e["normalized_score"]) for e in results["episodes"]],
+            lengths=[float(e["length"]) for e in results["episodes"]],
+            plan_seconds=float(timing["plan_seconds"]),
+            decisions=int(timing["decisions"]),
+        )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise TtrlError(
             f"{path} is not a complete ttrl results.json with normalised scores, planner settings "
             f"and timing ({type(err).__name__}: {err}); pass plan dirs of scripts/plan.py"
         ) from err
-    if results.get("complete") is False or not scores:
+    if results.get("complete") is False or not evaluation.scores:
         raise TtrlError(f"{path} holds partial results; finish that evaluation first")
+    return evaluation
+
+
+def _pooled(evaluations: Sequence[_Evaluation]) -> PlannerPoint:
+    """One point from evaluations of the same settings: their episodes and timing together."""
+    scores = [s for e in evaluations for s in e.scores]
+    lengths = [n for e in evaluations for n in e.lengths]
     mean, se = mean_and_standard_error(scores)
+    first = evaluations[0]
     return PlannerPoint(
-        path=str(path),
-        dataset=str(results["dataset"]),
-        horizon=horizon,
-        beam_width=beam,
+        path=";".join(e.path for e in evaluations),
+        dataset=first.dataset,
+        horizon=first.horizon,
+        beam_width=first.beam_width,
         n_episodes=len(scores),
         score_mean=mean,
         score_se=se,
-        seconds_per_step=seconds,
+        seconds_per_step=sum(e.plan_seconds for e in evaluations)
+        / max(sum(e.decisions for e in evaluations), 1),
         mean_length=sum(lengths) / len(lengths),
     )
 
 
 def load_points(paths: Sequence[str | os.PathLike]) -> list[PlannerPoint]:
-    """Every evaluation under ``paths``, cheapest planner first; one line if they mix datasets."""
-    points = sorted(
-        (load_point(p) for p in find_results(paths)),
-        key=lambda p: (p.seconds_per_step, p.horizon, p.beam_width),
-    )
-    datasets = sorted({p.dataset for p in points})
+    """One point per planner setting under ``paths``, cheapest first. Evaluations with the same
+    horizon and beam width are pooled (e.g. ``seed=0 n_episodes=2`` and ``seed=2 n_episodes=3``
+    are episodes 0-4); one line if they mix datasets."""
+    evaluations = [_load_evaluation(p) for p in find_results(paths)]
+    datasets = sorted({e.dataset for e in evaluations})
     if len(datasets) > 1:
         raise TtrlError(
             f"these evaluations are of {', '.join(datasets)}; an ablation compares one dataset's"
         )
-    return points
+    groups: dict[tuple[int, int], list[_Evaluation]] = defaultdict(list)
+    for evaluation in evaluations:
+        groups[(evaluation.horizon, evaluation.beam_width)].append(evaluation)
+    return sorted(
+        (_pooled(group) for group in groups.values()),
+        key=lambda p: (p.seconds_per_step, p.horizon, p.beam_width),
+    )
 
 
 def ablation_markdown(points: Sequence[PlannerPoint]) -> str:

@@ -11,14 +11,19 @@ from ttrl.errors import TtrlError
 from ttrl.evaluation.ablation import load_points, main
 
 
-def write_results(folder, horizon, beam, scores, plan_seconds, decisions, dataset="hopper-medium"):
+def write_results(
+    folder, horizon, beam, scores, plan_seconds, decisions, dataset="hopper-medium", steps=8000
+):
     folder.mkdir(parents=True)
     results = {
         "dataset": dataset,
         "complete": True,
         "episodes": [{"normalized_score": s, "length": 100 + i} for i, s in enumerate(scores)],
         "timing": {"plan_seconds": plan_seconds, "decisions": decisions},
-        "config": {"planner": {"horizon": horizon, "beam_width": beam}},
+        "config": {
+            "planner": {"horizon": horizon, "beam_width": beam},
+            "train_config": {"trainer": {"max_steps": steps}},
+        },
     }
     (folder / "results.json").write_text(json.dumps(results))
 
@@ -34,8 +39,8 @@ def test_points_hold_score_and_cost_cheapest_first(tmp_path):
 
     main([str(tmp_path), "--out", str(tmp_path / "out")])
     table = (tmp_path / "out" / "ablation.md").read_text().splitlines()
-    assert table[2].startswith("| H=5, beam 8 | 3 | 20.0 ± 5.8 |")
-    assert table[3].startswith("| H=15, beam 128 | 2 | 45.0 ± 5.0 |")
+    assert table[2].startswith("| 8000 | H=5, beam 8 | 3 | 20.0 ± 5.8 |")
+    assert table[3].startswith("| 8000 | H=15, beam 128 | 2 | 45.0 ± 5.0 |")
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 0
     assert "seconds_per_step" in (tmp_path / "out" / "ablation.csv").read_text()
 
@@ -57,3 +62,17 @@ def test_mixed_datasets_and_bad_files_are_refused_in_one_line(tmp_path):
     (tmp_path / "c" / "results.json").write_text("{}")
     with pytest.raises(TtrlError, match=r"is not a complete ttrl results\.json"):
         load_points([tmp_path / "c"])
+
+
+def test_training_budgets_are_points_of_their_own(tmp_path):
+    write_results(tmp_path / "4k", 5, 32, [10.0], 1.0, 10, steps=4000)
+    write_results(tmp_path / "8k", 5, 32, [20.0], 1.0, 10, steps=8000)
+    write_results(tmp_path / "8k-b8", 5, 8, [30.0], 1.0, 20, steps=8000)
+    points = load_points([tmp_path])
+    assert [(p.train_steps, p.beam_width, p.score_mean) for p in points] == [
+        (4000, 32, 10.0),
+        (8000, 8, 30.0),
+        (8000, 32, 20.0),
+    ]
+    main([str(tmp_path), "--out", str(tmp_path / "out")])  # two panels: cost and budget
+    assert (tmp_path / "out" / "ablation.png").stat().st_size > 0

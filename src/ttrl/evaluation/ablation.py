@@ -1,13 +1,15 @@
-"""Score against planning cost: evaluations of one model under different planner settings.
+"""Score against planning cost and training budget: evaluations of one dataset's models.
 
     python -m ttrl.evaluation.ablation <plan dirs or results.json files> --out <dir>
 
-Each planner setting (horizon, beam width) is one point, pooling every ``results.json`` (of
+Each training budget (``trainer.max_steps``) and planner setting (horizon, beam width) is one
+point, pooling every ``results.json`` (of
 ``scripts/plan.py`` or a training run's final evaluation) planned with it: the normalised score
 (mean ± standard error over the episodes) and the planner's seconds per environment step (``timing.plan_seconds`` over
 ``timing.decisions``; episodes planned together share model calls, so compare points planned with
 the same ``n_episodes`` where cost matters). Writes ``ablation.csv``, ``ablation.md`` and
-``ablation.png`` (score against cost, log scale) into ``--out``.
+``ablation.png`` (score against cost, log scale, and with several budgets score against training
+steps) into ``--out``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class PlannerPoint:
 
     path: str
     dataset: str
+    train_steps: int | None  # the model's training budget (trainer.max_steps), when recorded
     horizon: int
     beam_width: int
     n_episodes: int
@@ -48,6 +51,10 @@ class PlannerPoint:
     def label(self) -> str:
         return f"H={self.horizon}, beam {self.beam_width}"
 
+    @property
+    def planner(self) -> tuple[int, int]:
+        return self.horizon, self.beam_width
+
 
 @dataclass(frozen=True)
 class _Evaluation:
@@ -55,6 +62,7 @@ class _Evaluation:
 
     path: str
     dataset: str
+    train_steps: int | None
     horizon: int
     beam_width: int
     scores: list[float]
@@ -70,9 +78,11 @@ def _load_evaluation(path: str | os.PathLike) -> _Evaluation:
         results = json.loads(path.read_text())
         planner = results["config"]["planner"]
         timing = results["timing"]
+        trainer = (results["config"].get("train_config") or {}).get("trainer") or {}
         evaluation = _Evaluation(
             path=str(path),
             dataset=str(results["dataset"]),
+            train_steps=None if trainer.get("max_steps") is None else int(trainer["max_steps"]),
             horizon=int(planner["horizon"]),
             beam_width=int(planner["beam_width"]),
             scores=[float(e["normalized_score"]) for e in results["episodes"]],
@@ -99,6 +109,7 @@ def _pooled(evaluations: Sequence[_Evaluation]) -> PlannerPoint:
     return PlannerPoint(
         path=";".join(e.path for e in evaluations),
         dataset=first.dataset,
+        train_steps=first.train_steps,
         horizon=first.horizon,
         beam_width=first.beam_width,
         n_episodes=len(scores),
@@ -111,8 +122,8 @@ def _pooled(evaluations: Sequence[_Evaluation]) -> PlannerPoint:
 
 
 def load_points(paths: Sequence[str | os.PathLike]) -> list[PlannerPoint]:
-    """One point per planner setting under ``paths``, cheapest first. Evaluations with the same
-    horizon and beam width are pooled (e.g. ``seed=0 n_episodes=2`` and ``seed=2 n_episodes=3``
+    """One point per training budget and planner setting under ``paths``, by budget then cost.
+    Evaluations with the same budget, horizon and beam width are pooled (e.g. ``seed=0 n_episodes=2`` and ``seed=2 n_episodes=3``
     are episodes 0-4); one line if they mix datasets."""
     evaluations = [_load_evaluation(p) for p in find_results(paths)]
     datasets = sorted({e.dataset for e in evaluations})
@@ -120,56 +131,86 @@ def load_points(paths: Sequence[str | os.PathLike]) -> list[PlannerPoint]:
         raise TtrlError(
             f"these evaluations are of {', '.join(datasets)}; an ablation compares one dataset's"
         )
-    groups: dict[tuple[int, int], list[_Evaluation]] = defaultdict(list)
-    for evaluation in evaluations:
-        groups[(evaluation.horizon, evaluation.beam_width)].append(evaluation)
+    groups: dict[tuple[int | None, int, int], list[_Evaluation]] = defaultdict(list)
+    for e in evaluations:
+        groups[(e.train_steps, e.horizon, e.beam_width)].append(e)
     return sorted(
         (_pooled(group) for group in groups.values()),
-        key=lambda p: (p.seconds_per_step, p.horizon, p.beam_width),
+        key=lambda p: (p.train_steps or 0, p.seconds_per_step, p.horizon, p.beam_width),
     )
 
 
 def ablation_markdown(points: Sequence[PlannerPoint]) -> str:
     """A Markdown table, one row per point."""
     lines = [
-        "| planner | episodes | normalised score | mean length | planner s per step |",
-        "|---|---|---|---|---|",
+        "| training steps | planner | episodes | normalised score | mean length | "
+        "planner s per step |",
+        "|---|---|---|---|---|---|",
     ]
     for p in points:
+        steps = "-" if p.train_steps is None else str(p.train_steps)
         lines.append(
-            f"| {p.label} | {p.n_episodes} | {format_score(p.score_mean, p.score_se)} | "
+            f"| {steps} | {p.label} | {p.n_episodes} | {format_score(p.score_mean, p.score_se)} | "
             f"{p.mean_length:.0f} | {p.seconds_per_step:.3f} |"
         )
     return "\n".join(lines) + "\n"
 
 
 def plot_ablation(points: Sequence[PlannerPoint], path: str | os.PathLike) -> Path:
-    """Score (± se) against planner seconds per step, each point labelled with its settings."""
+    """Score (± se) against planner seconds per step, one line per training budget; with several
+    budgets, also score against training steps, one line per planner setting."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for horizon in sorted({p.horizon for p in points}):
-        group = [p for p in points if p.horizon == horizon]
-        ax.errorbar(
+    budgets = sorted({p.train_steps for p in points if p.train_steps is not None})
+    panels = 2 if len(budgets) > 1 else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    cost = axes[0][0]
+    for steps in sorted({p.train_steps for p in points}, key=lambda s: s or 0):
+        group = sorted(
+            (p for p in points if p.train_steps == steps), key=lambda p: p.seconds_per_step
+        )
+        cost.errorbar(
             [p.seconds_per_step for p in group],
             [p.score_mean for p in group],
             yerr=[p.score_se for p in group],
             marker="o",
             capsize=3,
-            label=f"horizon {horizon}",
+            label=f"{steps} training steps" if steps is not None else None,
         )
         for p in group:
-            ax.annotate(
-                f"beam {p.beam_width}",
+            cost.annotate(
+                p.label,
                 (p.seconds_per_step, p.score_mean),
                 textcoords="offset points",
-                xytext=(5, 5),
-                fontsize=8,
+                xytext=(4, 4),
+                fontsize=7,
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("planner seconds per environment step (log)")
-    ax.set_ylabel("normalised score (mean ± se)")
-    ax.set_title(f"{points[0].dataset}: score against planning cost")
-    ax.legend()
+    cost.set_xscale("log")
+    cost.set_xlabel("planner seconds per environment step (log)")
+    cost.set_ylabel("normalised score (mean ± se)")
+    cost.set_title(f"{points[0].dataset}: score against planning cost", fontsize=10)
+    if panels == 2:
+        budget = axes[0][1]
+        for planner in sorted({p.planner for p in points}):
+            group = sorted(
+                (p for p in points if p.planner == planner and p.train_steps is not None),
+                key=lambda p: p.train_steps or 0,
+            )
+            if len(group) > 1:
+                budget.errorbar(
+                    [p.train_steps for p in group],
+                    [p.score_mean for p in group],
+                    yerr=[p.score_se for p in group],
+                    marker="o",
+                    capsize=3,
+                    label=group[0].label,
+                )
+        budget.set_xscale("log", base=2)
+        budget.set_xlabel("training steps (log)")
+        budget.set_ylabel("normalised score (mean ± se)")
+        budget.set_title(f"{points[0].dataset}: score against training budget", fontsize=10)
+        budget.legend(fontsize="small")
+    if cost.get_legend_handles_labels()[0]:
+        cost.legend(fontsize="small")
     fig.tight_layout()
     return save_png(fig, path)
 

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from ttrl.errors import TtrlError
-from ttrl.evaluation.ablation import load_points, main
+from ttrl.evaluation.ablation import load_points, main, parse_references
 
 
 def write_results(
@@ -74,5 +74,13 @@ def test_training_budgets_are_points_of_their_own(tmp_path):
         (8000, 8, 30.0),
         (8000, 32, 20.0),
     ]
-    main([str(tmp_path), "--out", str(tmp_path / "out")])  # two panels: cost and budget
+    # two panels (cost and budget), with reference lines
+    main([str(tmp_path), "--out", str(tmp_path / "out"), "--reference", "data average=15"])
     assert (tmp_path / "out" / "ablation.png").stat().st_size > 0
+
+
+def test_references_parse_and_bad_ones_are_refused():
+    assert parse_references(["data average=34.3", "BC=53.7"]) == {"data average": 34.3, "BC": 53.7}
+    for bad in ("34.3", "=34.3", "data=high"):
+        with pytest.raises(TtrlError, match="must be LABEL=SCORE"):
+            parse_references([bad])

@@ -18,7 +18,7 @@ import argparse
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -156,10 +156,17 @@ def ablation_markdown(points: Sequence[PlannerPoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_ablation(points: Sequence[PlannerPoint], path: str | os.PathLike) -> Path:
+def plot_ablation(
+    points: Sequence[PlannerPoint],
+    path: str | os.PathLike,
+    references: Mapping[str, float] | None = None,
+) -> Path:
     """Score (± se) against planner seconds per step, one line per training budget; with several
-    budgets, also score against training steps, one line per planner setting."""
+    budgets, also score against training steps, one line per planner setting. ``references``
+    (label -> score, e.g. the data's average or BC on the same data) are drawn as dashed lines."""
     plt = pyplot()
+    from matplotlib.ticker import NullFormatter
+
     budgets = sorted({p.train_steps for p in points if p.train_steps is not None})
     panels = 2 if len(budgets) > 1 else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
@@ -208,15 +215,23 @@ def plot_ablation(points: Sequence[PlannerPoint], path: str | os.PathLike) -> Pa
         budget.set_xlabel("training steps (log)")
         budget.set_ylabel("normalised score (mean ± se)")
         budget.set_title(f"{points[0].dataset}: score against training budget", fontsize=10)
-        budget.legend(fontsize="small")
-    if cost.get_legend_handles_labels()[0]:
-        cost.legend(fontsize="small")
+    for ax in (row[0] for row in axes) if panels == 1 else axes[0]:
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        for i, (label, score) in enumerate((references or {}).items()):
+            ax.axhline(score, linestyle="--", color=f"C{i + 5}", linewidth=1, label=label)
+    for ax in axes[0]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
     fig.tight_layout()
     return save_png(fig, path)
 
 
-def write_ablation(points: Sequence[PlannerPoint], out_dir: str | os.PathLike) -> dict[str, Path]:
-    """``ablation.csv``, ``ablation.md`` and ``ablation.png`` in ``out_dir``."""
+def write_ablation(
+    points: Sequence[PlannerPoint],
+    out_dir: str | os.PathLike,
+    references: Mapping[str, float] | None = None,
+) -> dict[str, Path]:
+    """``ablation.csv``, ``ablation.md`` and ``ablation.png`` (with ``references``) in ``out_dir``."""
     if not points:
         raise TtrlError("no evaluations to compare")
     out_dir = Path(out_dir)
@@ -225,18 +240,40 @@ def write_ablation(points: Sequence[PlannerPoint], out_dir: str | os.PathLike) -
     return {
         "csv": write_csv(out_dir / f"{ABLATION_STEM}.csv", rows),
         "markdown": atomic_write_text(out_dir / f"{ABLATION_STEM}.md", ablation_markdown(points)),
-        "plot": plot_ablation(points, out_dir / f"{ABLATION_STEM}.png"),
+        "plot": plot_ablation(points, out_dir / f"{ABLATION_STEM}.png", references),
     }
+
+
+def parse_references(items: Sequence[str]) -> dict[str, float]:
+    """``["data=34.3", "BC=53.7"]`` -> ``{"data": 34.3, "BC": 53.7}``; one line for a bad item."""
+    references = {}
+    for item in items:
+        label, _, value = item.rpartition("=")
+        try:
+            references[label.strip()] = float(value)
+        except ValueError:
+            label = ""
+        if not label.strip():
+            raise TtrlError(f"--reference {item!r} must be LABEL=SCORE, e.g. 'data average=34.3'")
+    return references
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", help="plan dirs, run dirs or results.json files")
     parser.add_argument("--out", required=True, help="folder for ablation.csv/.md/.png")
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="LABEL=SCORE",
+        help="a dashed line on the plot, e.g. 'data average=34.3' (repeatable)",
+    )
     args = parser.parse_args(argv)
     try:
+        references = parse_references(args.reference)
         points = load_points(args.paths)
-        written = write_ablation(points, args.out)
+        written = write_ablation(points, args.out, references)
     except TtrlError as err:
         raise SystemExit(f"error: {err}") from None
     print(ablation_markdown(points), end="")

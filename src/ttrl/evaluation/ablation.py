@@ -3,11 +3,11 @@
     python -m ttrl.evaluation.ablation <plan dirs or results.json files> --out <dir>
 
 Each training budget (``trainer.max_steps``) and planner setting (horizon, beam width) is one
-point, pooling every ``results.json`` (of
-``scripts/plan.py`` or a training run's final evaluation) planned with it: the normalised score
-(mean ± standard error over the episodes) and the planner's seconds per environment step (``timing.plan_seconds`` over
-``timing.decisions``; episodes planned together share model calls, so compare points planned with
-the same ``n_episodes`` where cost matters). Writes ``ablation.csv``, ``ablation.md`` and
+point, pooling every ``results.json`` (of ``scripts/plan.py`` or a training run's final
+evaluation) planned with it: the normalised score (mean ± standard error over the episodes) and
+the planner's seconds per environment step (``timing.plan_seconds`` over ``timing.decisions``;
+episodes planned together share model calls, so compare points planned with the same
+``n_episodes`` where cost matters). Writes ``ablation.csv``, ``ablation.md`` and
 ``ablation.png`` (score against cost, log scale, and with several budgets score against training
 steps) into ``--out``.
 """
@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from ttrl.errors import TtrlError
 from ttrl.evaluation.report import write_csv
@@ -34,7 +35,7 @@ ABLATION_STEM = "ablation"
 
 @dataclass(frozen=True)
 class PlannerPoint:
-    """One evaluation: its planner settings, score and cost."""
+    """One training budget and planner setting: its pooled score and cost."""
 
     path: str
     dataset: str
@@ -123,8 +124,9 @@ def _pooled(evaluations: Sequence[_Evaluation]) -> PlannerPoint:
 
 def load_points(paths: Sequence[str | os.PathLike]) -> list[PlannerPoint]:
     """One point per training budget and planner setting under ``paths``, by budget then cost.
-    Evaluations with the same budget, horizon and beam width are pooled (e.g. ``seed=0 n_episodes=2`` and ``seed=2 n_episodes=3``
-    are episodes 0-4); one line if they mix datasets."""
+
+    Evaluations with the same budget, horizon and beam width are pooled (``seed=0 n_episodes=2``
+    and ``seed=2 n_episodes=3`` are episodes 0-4); one line if they mix datasets."""
     evaluations = [_load_evaluation(p) for p in find_results(paths)]
     datasets = sorted({e.dataset for e in evaluations})
     if len(datasets) > 1:
@@ -156,6 +158,18 @@ def ablation_markdown(points: Sequence[PlannerPoint]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _score_line(ax: Any, xs: Sequence[float], points: Sequence[PlannerPoint], label: Any) -> None:
+    """The points' scores (± se) at ``xs``, joined by a line."""
+    ax.errorbar(
+        xs,
+        [p.score_mean for p in points],
+        yerr=[p.score_se for p in points],
+        marker="o",
+        capsize=3,
+        label=label,
+    )
+
+
 def plot_ablation(
     points: Sequence[PlannerPoint],
     path: str | os.PathLike,
@@ -175,14 +189,8 @@ def plot_ablation(
         group = sorted(
             (p for p in points if p.train_steps == steps), key=lambda p: p.seconds_per_step
         )
-        cost.errorbar(
-            [p.seconds_per_step for p in group],
-            [p.score_mean for p in group],
-            yerr=[p.score_se for p in group],
-            marker="o",
-            capsize=3,
-            label=f"{steps} training steps" if steps is not None else None,
-        )
+        label = f"{steps} training steps" if steps is not None else None
+        _score_line(cost, [p.seconds_per_step for p in group], group, label)
         for p in group:
             cost.annotate(
                 p.label,
@@ -203,23 +211,15 @@ def plot_ablation(
                 key=lambda p: p.train_steps or 0,
             )
             if len(group) > 1:
-                budget.errorbar(
-                    [p.train_steps for p in group],
-                    [p.score_mean for p in group],
-                    yerr=[p.score_se for p in group],
-                    marker="o",
-                    capsize=3,
-                    label=group[0].label,
-                )
+                _score_line(budget, [p.train_steps for p in group], group, group[0].label)
         budget.set_xscale("log", base=2)
         budget.set_xlabel("training steps (log)")
         budget.set_ylabel("normalised score (mean ± se)")
         budget.set_title(f"{points[0].dataset}: score against training budget", fontsize=10)
-    for ax in (row[0] for row in axes) if panels == 1 else axes[0]:
+    for ax in axes[0]:
         ax.xaxis.set_minor_formatter(NullFormatter())
         for i, (label, score) in enumerate((references or {}).items()):
             ax.axhline(score, linestyle="--", color=f"C{i + 5}", linewidth=1, label=label)
-    for ax in axes[0]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     fig.tight_layout()
@@ -250,11 +250,12 @@ def parse_references(items: Sequence[str]) -> dict[str, float]:
     for item in items:
         label, _, value = item.rpartition("=")
         try:
-            references[label.strip()] = float(value)
+            score = float(value)
         except ValueError:
-            label = ""
-        if not label.strip():
+            score = None
+        if score is None or not label.strip():
             raise TtrlError(f"--reference {item!r} must be LABEL=SCORE, e.g. 'data average=34.3'")
+        references[label.strip()] = score
     return references
 
 

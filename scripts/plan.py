@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ttrl.cli import exit_on_user_error
 from ttrl.config import run_hydra_main  # also registers the schemas and resolvers plan.yaml uses
-from ttrl.evaluation import command_line_planner_overrides, register_resolvers, run_planning
+from ttrl.evaluation import command_line_overrides, register_resolvers, run_planning
 from ttrl.evaluation.runner import choose_run_dir, stopped_exit_code
 
 register_resolvers()
@@ -33,12 +33,14 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     out_dir = hydra_cfg.runtime.output_dir
     config = choose_run_dir(OmegaConf.to_container(cfg, resolve=True), out_dir)
-    overrides = command_line_planner_overrides(config, hydra_cfg.overrides.task)
+    overrides = command_line_overrides(config, hydra_cfg.overrides.task)
     results = run_planning(
         config,
         out_dir,
-        planner_overrides=overrides,
-        on_checked=lambda: save_hydra_record(out_dir, cfg),  # not for a refused run
+        overrides=overrides,
+        # recorded once the folder's check passed (not for a refused run), with the settings
+        # planned with: the run's own, merged with the command line's
+        on_checked=lambda planning: save_hydra_record(out_dir, OmegaConf.merge(cfg, planning)),
     )
     if results.stopped_by is not None:
         sys.exit(stopped_exit_code(results.stopped_by))

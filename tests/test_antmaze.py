@@ -376,7 +376,7 @@ def test_train_script_end_to_end_on_the_made_dataset(antmaze_umaze, tmp_path):
         "planner.horizon=2",
         "planner.beam_width=2",
         "planner.window_transitions=2",
-        "planner.context_transitions=1",
+        "controller.context_transitions=1",
         "n_episodes=1",
         "max_episode_steps=3",
         "progress=false",

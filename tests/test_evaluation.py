@@ -25,7 +25,7 @@ from ttrl.evaluation import (
 )
 from ttrl.evaluation.video import VideoRecorder
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
-from ttrl.planning import PlannerConfig
+from ttrl.planning import ControllerConfig, PlannerConfig
 from ttrl.training.state import checkpoint_path
 
 N_BINS = 20
@@ -174,7 +174,7 @@ def early_envs():
 def test_episodes_that_end_early_drop_out_and_the_rest_go_on(tiny_dataset, early_envs):
     factory, envs = early_envs
     discretizer = fit_discretizer(tiny_dataset)
-    config = PlannerConfig(horizon=2, beam_width=4, plan_freq=1)
+    config = PlannerConfig(horizon=2, beam_width=4)
     results = evaluate(
         tiny_model(),
         discretizer,
@@ -267,7 +267,7 @@ def test_a_stopped_rollout_returns_its_finished_episodes_only(tiny_dataset, earl
 
 def test_between_replans_the_plan_is_followed(tiny_dataset, early_envs):
     factory, _ = early_envs
-    config = PlannerConfig(horizon=3, beam_width=4, plan_freq=2)
+    config = PlannerConfig(horizon=3, beam_width=4)
     results = evaluate(
         tiny_model(),
         fit_discretizer(tiny_dataset),
@@ -278,6 +278,7 @@ def test_between_replans_the_plan_is_followed(tiny_dataset, early_envs):
         max_episode_steps=7,
         env_factory=factory,
         progress=False,
+        controller_config=ControllerConfig(plan_freq=2),
     )
     assert [e.length for e in results.episodes] == [7, 7]
     assert results.timing["planner_calls"] == 4  # steps 0, 2, 4, 6

@@ -31,7 +31,7 @@ def prefix(n_env: int, context: int = 2, seed: int = 3) -> torch.Tensor:
 
 
 def config(**overrides) -> PlannerConfig:
-    settings = dict(horizon=4, beam_width=3, n_expand=2, context_transitions=2, cdf_act=None)
+    settings = dict(horizon=4, beam_width=3, n_expand=2, cdf_act=None)
     return PlannerConfig(**{**settings, **overrides})
 
 

@@ -53,7 +53,7 @@ TINY = [
     "data.val_fraction=0.25",
     "data.sequence_length=4",
     "planner.window_transitions=4",
-    "planner.context_transitions=2",
+    "controller.context_transitions=2",
 ]
 # A short, cheap search for the planning tests.
 SMALL_PLANNER = {"beam_width": 2, "horizon": 2}
@@ -225,8 +225,11 @@ def test_run_planning_plans_a_goal_run_end_to_end(goal_run):
 
 def test_goal_episodes_keep_their_paths_and_the_maze_picture_is_drawn(goal_run):
     out_dir = goal_run / "plan" / "paths"
-    planner = {**SMALL_PLANNER, "objective": "likelihood", "plan_freq": 2}
-    results = run_planning(plan_config(goal_run, "name=paths"), out_dir, planner_overrides=planner)
+    overrides = {
+        "planner": {**SMALL_PLANNER, "objective": "likelihood"},
+        "controller": {"plan_freq": 2},
+    }
+    results = run_planning(plan_config(goal_run, "name=paths"), out_dir, overrides=overrides)
     inputs = load_run(goal_run)
     for episode in results.episodes:
         observations = np.asarray(episode.observations)

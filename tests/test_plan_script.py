@@ -21,10 +21,11 @@ from ttrl.data.preprocess import preprocess
 from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.evaluation import (
-    command_line_planner_overrides,
+    command_line_overrides,
     load_checkpoint_with_dataset,
     run_planning,
 )
+from ttrl.planning import ControllerConfig, PlannerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 D4RL_HALFCHEETAH = (-280.178953, 12135.0)
@@ -39,7 +40,7 @@ def plan_config(*overrides: str) -> dict:
 
 def plan_in_process(out_dir: Path, *overrides: str):
     cfg = plan_config(*overrides)
-    return run_planning(cfg, out_dir, command_line_planner_overrides(cfg, overrides))
+    return run_planning(cfg, out_dir, overrides=command_line_overrides(cfg, overrides))
 
 
 def run_plan_script(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -99,6 +100,11 @@ def test_plan_script_end_to_end(tiny_run, tmp_path):
     planner = results["config"]["planner"]
     assert (planner["horizon"], planner["beam_width"], planner["n_expand"]) == (2, 4, 3)
     assert results["timing"]["decisions"] == 40 and results["timing"]["decisions_per_second"] > 0
+    # the record of the job holds the settings planned with (the run's, merged with the command
+    # line's), not plan.yaml's defaults
+    recorded = OmegaConf.load(out_dir / ".hydra" / "config.yaml")
+    assert OmegaConf.to_container(recorded.planner) == planner
+    assert OmegaConf.to_container(recorded.controller) == results["config"]["controller"]
     assert (out_dir / "predictions.png").stat().st_size > 0
     with open(out_dir / "predictions.csv") as f:
         assert len(list(csv.DictReader(f))) == 40
@@ -151,6 +157,89 @@ def test_bad_planner_settings_are_one_line_errors(tiny_run, tmp_path, overrides,
     with pytest.raises(TtrlError, match=message) as err:
         plan_in_process(tmp_path / "out", f"run_dir={tiny_run}", *overrides)
     assert "\n" not in str(err.value)
+
+
+def test_command_line_overrides_name_the_keys_typed_with_their_composed_values():
+    cfg = {
+        "planner": {"horizon": 5, "k_act": None, "beam_width": 32},
+        "controller": {"context_transitions": 5, "plan_freq": 2},
+        "n_episodes": 3,
+    }
+    typed = ["planner.horizon=5", "planner.k_act=null", "+controller.plan_freq=2", "n_episodes=3"]
+    assert command_line_overrides(cfg, typed) == {
+        "planner": {"horizon": 5, "k_act": None},  # null is a value, not "keep the run's"
+        "controller": {"plan_freq": 2},
+    }
+    # a whole preset chosen names every key of its section
+    assert command_line_overrides(cfg, ["planner=default"]) == {
+        "planner": cfg["planner"],
+        "controller": {},
+    }
+    assert command_line_overrides(cfg, []) == {"planner": {}, "controller": {}}
+
+
+def test_a_run_saved_with_the_controller_settings_under_planner_plans_with_them(
+    tmp_path, tiny_dataset
+):
+    """Runs trained before the controller had its own section keep their context and plan_freq."""
+    run_dir = tmp_path / "old_run"
+    older = {"context_transitions": 1, "plan_freq": 2, "horizon": 3, "beam_width": 2}
+    save_tiny_run(run_dir, tiny_dataset, tiny_model(), fit_discretizer(tiny_dataset), older)
+    out = tmp_path / "out"
+    results = plan_in_process(out, f"run_dir={run_dir}", "n_episodes=1", "max_episode_steps=5")
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["controller"] == {"context_transitions": 1, "plan_freq": 2}
+    assert "plan_freq" not in saved["config"]["planner"]
+    assert saved["config"]["planner"]["horizon"] == 3
+    assert results.timing["planner_calls"] == 3  # steps 0, 2, 4: every second step
+    # the command line replaces the run's controller setting like any other
+    again = plan_in_process(
+        tmp_path / "out2",
+        f"run_dir={run_dir}",
+        "n_episodes=1",
+        "max_episode_steps=5",
+        "controller.plan_freq=1",
+    )
+    assert again.timing["planner_calls"] == 5
+
+
+def test_an_evaluation_folder_of_an_older_ttrl_keeps_its_episodes(tiny_run, tmp_path):
+    """A folder whose settings hold the controller's keys under ``planner`` (as ttrl wrote them
+    before the controller section) is the same evaluation: its finished episodes are kept."""
+    from ttrl.evaluation.store import settings_digest
+
+    out = tmp_path / "out"
+    args = (f"run_dir={tiny_run}", "n_episodes=2", "max_episode_steps=3", "planner.horizon=2")
+    first = plan_in_process(out, *args)
+    settings_file = out / "episodes" / "settings.json"
+    record = json.loads(settings_file.read_text())
+    legacy = dict(record["settings"])
+    legacy["planner"] = {**legacy["planner"], **legacy.pop("controller")}
+    legacy_digest = settings_digest(legacy)
+    settings_file.write_text(json.dumps({**record, "settings": legacy, "digest": legacy_digest}))
+    for path in (out / "episodes").glob("episode*.json"):
+        path.write_text(
+            json.dumps({**json.loads(path.read_text()), "settings_digest": legacy_digest})
+        )
+    again = plan_in_process(out, *args)
+    assert again.timing["runs"] == 1  # nothing planned again
+    assert [e.normalized_score for e in again.episodes] == [
+        e.normalized_score for e in first.episodes
+    ]
+    assert json.loads(settings_file.read_text())["settings"] == record["settings"]
+
+
+def test_a_controller_setting_given_to_the_planner_says_its_new_name(tiny_run, tmp_path):
+    proc = run_plan_script(
+        tmp_path, f"run_dir={tiny_run}", "planner.plan_freq=2", "logger.mode=disabled"
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "planner.plan_freq is now controller.plan_freq" in lines[0]
+    with pytest.raises(TtrlError, match=r"planner.context_transitions is now controller"):
+        PlannerConfig(context_transitions=3)
+    with pytest.raises(TtrlError, match=r"unknown controller setting\(s\) horizon"):
+        ControllerConfig(horizon=3)
 
 
 def test_model_and_env_of_different_sizes_is_an_error(tmp_path, tiny_dataset):

@@ -52,7 +52,7 @@ def random_prefix(n_env: int, context: int, seed: int) -> torch.Tensor:
 
 
 def planner_config(**overrides) -> PlannerConfig:
-    settings = dict(horizon=4, beam_width=4, n_expand=2, context_transitions=2)
+    settings = dict(horizon=4, beam_width=4, n_expand=2)
     return PlannerConfig(**{**settings, **overrides})
 
 
@@ -169,7 +169,7 @@ def test_sample_tokens_follows_the_filtered_distribution():
 
 def test_plan_tokens_continue_the_prefix(model, discretizer):
     prefix = random_prefix(2, context=1, seed=2)
-    plan = BeamPlanner(model, discretizer, planner_config(context_transitions=1)).plan(prefix)
+    plan = BeamPlanner(model, discretizer, planner_config()).plan(prefix)
     assert torch.equal(plan.tokens[:, 0, :S], prefix[:, -S:])  # s_0 is the current observation
     decoded = discretizer.decode(
         plan.tokens[:, :, S : S + A].clamp(max=N - 1), dims=slice(S, S + A)
@@ -232,9 +232,7 @@ def test_planner_picks_the_action_with_the_highest_predicted_reward():
     discretizer = Discretizer.fit(
         np.random.default_rng(1).uniform(size=(1000, T)), n_bins=N, kind="uniform"
     )
-    config = PlannerConfig(
-        horizon=2, beam_width=8, n_expand=16, context_transitions=0, cdf_act=None, use_cache=False
-    )
+    config = PlannerConfig(horizon=2, beam_width=8, n_expand=16, cdf_act=None, use_cache=False)
     plan = BeamPlanner(RewardIsFirstActionModel(), discretizer, config).plan(
         torch.zeros(2, S, dtype=torch.long), generator=torch.Generator().manual_seed(0)
     )
@@ -252,7 +250,6 @@ def test_return_score_is_the_discounted_expected_rewards_plus_value():
         horizon=horizon,
         beam_width=2,
         n_expand=2,
-        context_transitions=0,
         discount=discount,
         use_cache=False,
     )
@@ -319,11 +316,19 @@ def test_config_rejects_window_larger_than_block(model, discretizer):
 
 
 def test_config_rejects_plan_longer_than_block_without_window(model, discretizer):
-    config = planner_config(window_transitions=None, horizon=5, context_transitions=2)
+    config = planner_config(window_transitions=None, horizon=5)
     with pytest.raises(
-        TtrlError, match=r"feed the model 48 tokens but its block_size is 41; lower horizon"
+        TtrlError,
+        match=r"context_transitions=2 \+ planner horizon=5 feed the model 48 tokens but its "
+        r"block_size is 41; lower planner.horizon or controller.context_transitions",
     ):
-        BeamPlanner(model, discretizer, config)
+        config.check_fits_model(model.config.block_size, model.config.layout, 2)
+    planner = BeamPlanner(model, discretizer, config)  # the context is not known until planning
+    with pytest.raises(
+        TtrlError,
+        match=r"prefix of 17 tokens plus horizon=5 feed the model 48 .*context_transitions",
+    ):
+        planner.plan(random_prefix(1, context=2, seed=0))
 
 
 def test_cache_needs_a_ttrl_model(discretizer):
@@ -401,7 +406,7 @@ def test_paper_sized_hopper_model_plans_like_reference(n_env):
     prefix = torch.randint(
         0, 100, (n_env, 5 * T_h + S_h), generator=torch.Generator().manual_seed(2)
     )
-    settings = dict(horizon=3, beam_width=6, n_expand=2, context_transitions=5)
+    settings = dict(horizon=3, beam_width=6, n_expand=2)
     if n_env > 1:  # greedy: one batch of environments draws nothing the single runs would not
         settings.update(k_act=1, cdf_act=None)
     planner_settings = PlannerConfig(**settings)

@@ -96,9 +96,7 @@ def test_multiply_adds_of_a_tiny_decision_by_hand():
         n_head=1,
         n_embd=4,
     )
-    planner = PlannerConfig(
-        horizon=2, beam_width=1, n_expand=2, context_transitions=1, window_transitions=2
-    )
+    planner = PlannerConfig(horizon=2, beam_width=1, n_expand=2, window_transitions=2)
 
     def token(k: int) -> int:  # both layers, logits read
         return 2 * (192 + 8 * k) + 16
@@ -114,8 +112,8 @@ def test_multiply_adds_of_a_tiny_decision_by_hand():
     step_1 = token(4) + 2 * token(5) + 2 * token(6)
     by_hand = prefix + step_0 + rebuild + step_1
     assert by_hand == 6968
-    assert decision_multiply_adds(model, planner) == by_hand
-    assert decision_multiply_adds(model, planner, n_envs=3) == 3 * by_hand
+    assert decision_multiply_adds(model, planner, context_transitions=1) == by_hand
+    assert decision_multiply_adds(model, planner, n_envs=3, context_transitions=1) == 3 * by_hand
 
 
 def test_multiply_adds_are_what_the_planner_runs():
@@ -126,13 +124,11 @@ def test_multiply_adds_are_what_the_planner_runs():
     torch.manual_seed(0)
     model, discretizer, prefix = build_random_planner_inputs("hopper", context=2, n_envs=2)
     for window in (3, None):
-        config = PlannerConfig(
-            horizon=3, beam_width=1, n_expand=3, context_transitions=2, window_transitions=window
-        )
+        config = PlannerConfig(horizon=3, beam_width=1, n_expand=3, window_transitions=window)
         planner = BeamPlanner(model, discretizer, config)
         generator = torch.Generator().manual_seed(0)
         _, counted = count_multiply_adds(functools.partial(planner.plan, prefix, generator))
-        expected = decision_multiply_adds(model.config, config, n_envs=2)
+        expected = decision_multiply_adds(model.config, config, n_envs=2, context_transitions=2)
         assert 0.95 * expected <= counted <= 1.15 * expected, (window, counted, expected)
 
 

@@ -263,11 +263,21 @@ def test_evaluation_after_training_is_skipped_when_off_or_already_done(tmp_path)
     cfg = OmegaConf.to_container(compose_config(overrides=["evaluate.n_episodes=0"]), resolve=True)
     assert evaluate_training_run(cfg, tmp_path / "no-run", step=7) is None  # off: nothing loaded
     cfg["evaluate"]["n_episodes"] = 5
-    done = {"step": 7, "evaluate": cfg["evaluate"], "planner": cfg["planner"]}
+    done = {
+        "step": 7,
+        "evaluate": cfg["evaluate"],
+        "planner": cfg["planner"],
+        "controller": cfg["controller"],
+    }
     results = tmp_path / "run" / "plan" / "final" / "results.json"
     results.parent.mkdir(parents=True)
     results.write_text(json.dumps({"config": {"plan": {"after_training": done}}}))
     assert evaluate_training_run(cfg, tmp_path / "run", step=7) is None  # same step and settings
+    # as ttrl recorded it before the controller had its section: the same settings, still done
+    older = {**done, "planner": {**cfg["planner"], **done["controller"]}}
+    del older["controller"]
+    results.write_text(json.dumps({"config": {"plan": {"after_training": older}}}))
+    assert evaluate_training_run(cfg, tmp_path / "run", step=7) is None
     with pytest.raises(TtrlError, match="no checkpoint"):  # trained on: it plans again
         evaluate_training_run(cfg, tmp_path / "run", step=8)
     cfg["planner"]["horizon"] = 3

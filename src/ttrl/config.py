@@ -14,6 +14,7 @@ Importing this module also registers the resolvers ``train.yaml`` uses for its r
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,12 @@ from ttrl.discretization.discretizer import KINDS as DISCRETIZER_KINDS
 from ttrl.naming import dataset_slug
 
 # The planner section is typed by the planner's own settings class (one definition of its fields).
-from ttrl.planning.config import MIN_WINDOW_TRANSITIONS, PlannerConfig
+from ttrl.planning.config import (
+    MIN_WINDOW_TRANSITIONS,
+    ControllerConfig,
+    PlannerConfig,
+    moved_setting_message,
+)
 
 # The repository's configs/ folder (ttrl is installed editable from its checkout).
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -173,6 +179,7 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -187,6 +194,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "trainer": TrainerConfig,
     "logger": LoggerConfig,
     "planner": PlannerConfig,
+    "controller": ControllerConfig,
 }
 
 
@@ -311,7 +319,9 @@ def validate_train_config(cfg: Any) -> None:
         )
     if problems:
         raise TtrlError("bad config: " + "; ".join(problems))
-    PlannerConfig(**OmegaConf.to_container(cfg.planner, resolve=True))  # raises its own TtrlError
+    # each raises its own TtrlError
+    PlannerConfig(**OmegaConf.to_container(cfg.planner, resolve=True))
+    ControllerConfig(**OmegaConf.to_container(cfg.controller, resolve=True))
 
 
 HYDRA_RECORD_DIR = ".hydra"
@@ -347,6 +357,9 @@ def compose_error_message(err: BaseException, script: str = "scripts/train.py") 
             parts.append(lines[0].rstrip("."))
         err = err.__cause__ or err.__context__
     message = ": ".join(parts) or "invalid config"
+    moved = re.search(r"Key '(\w+)' not in 'PlannerConfig'", message)
+    if moved and moved_setting_message(moved.group(1)):
+        return f"{moved_setting_message(moved.group(1))} ({message})"
     if "hydra/launcher/submitit" in message:
         return (
             f"{message}; the Slurm/local launchers need the slurm extra: pip install -e '.[slurm]'"

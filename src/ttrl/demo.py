@@ -46,7 +46,7 @@ def estimate_demo_minutes(cfg: DictConfig, train_steps: int = 6, decisions: int 
     import torch
 
     from ttrl.data.registry import ENVS, split_dataset_name
-    from ttrl.evaluation.loading import planner_config_from
+    from ttrl.evaluation.loading import planning_settings
     from ttrl.model import TrajectoryTransformer
     from ttrl.model.bench import make_train_step, random_batch
     from ttrl.planning import BeamPlanner
@@ -77,10 +77,10 @@ def estimate_demo_minutes(cfg: DictConfig, train_steps: int = 6, decisions: int 
             step()
         seconds_per_step = (time.perf_counter() - started) / train_steps
         model.eval()
-        planner_cfg = planner_config_from(OmegaConf.to_container(cfg.planner, resolve=True))
+        planner_cfg, controller_cfg = planning_settings(OmegaConf.to_container(cfg, resolve=True))
         n_envs = max(int(cfg.evaluate.n_episodes), 1)
         discretizer, prefix = random_discretizer_and_prefix(
-            config, planner_cfg.context_transitions, n_envs
+            config, controller_cfg.context_transitions, n_envs
         )
         planner = BeamPlanner(model, discretizer, planner_cfg)
         time_plan_calls(planner, prefix, 1, 0)  # warm-up

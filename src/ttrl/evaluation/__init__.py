@@ -7,11 +7,12 @@ from ttrl.evaluation.loading import (
     load_checkpoint_with_dataset,
     load_run,
     planner_config_from,
+    planning_settings,
 )
 from ttrl.evaluation.report import plot_predictions, results_dict, write_results
 from ttrl.evaluation.rollout import EpisodeResults, check_spaces, evaluate, make_env
 from ttrl.evaluation.runner import (
-    command_line_planner_overrides,
+    command_line_overrides,
     evaluate_training_run,
     evaluation_settings,
     load_inputs,
@@ -36,7 +37,7 @@ __all__ = [
     "PlanningInputs",
     "aggregate",
     "check_spaces",
-    "command_line_planner_overrides",
+    "command_line_overrides",
     "evaluate",
     "evaluate_training_run",
     "evaluation_settings",
@@ -48,6 +49,7 @@ __all__ = [
     "mean_and_standard_error",
     "plan_output_dir",
     "planner_config_from",
+    "planning_settings",
     "plot_predictions",
     "realised_values",
     "register_resolvers",

@@ -17,7 +17,7 @@ from hydra.core.config_store import ConfigStore
 
 from ttrl.config import DEVICES, LOGGER_MODES, DataConfig, EnvConfig, EvaluateConfig
 from ttrl.errors import TtrlError
-from ttrl.planning.config import PlannerConfig
+from ttrl.planning.config import ControllerConfig, PlannerConfig
 
 CHECKPOINTS = ("last", "best")
 
@@ -57,6 +57,7 @@ class PlanConfig(EvaluateConfig):
     overwrite: bool = False  # replace results of other settings in the same output folder
     logger: PlanLoggerConfig = field(default_factory=PlanLoggerConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     env: PlanEnvConfig = field(default_factory=PlanEnvConfig)
 

@@ -73,7 +73,9 @@ def load_run(
             f"checkpoint {file} holds no discretiser; plan a HuggingFace checkpoint with "
             f"`checkpoint=<dir> env=<dataset>` instead, which refits it on the dataset"
         )
-    config = bundle.get("config") or {}
+    from ttrl.planning.config import migrate_controller_settings
+
+    config = migrate_controller_settings(bundle.get("config") or {})
     dataset = (config.get("env") or {}).get("name")
     if not dataset:
         raise TtrlError(
@@ -175,19 +177,46 @@ def evaluation_spec(dataset: str, source: str = "auto") -> DatasetSpec:
         )
 
 
+# The sections of a run's (or a plan config's) settings that decide how it plans.
+PLANNING_SECTIONS = ("planner", "controller")
+
+
 def planner_config_from(
     base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None
 ) -> Any:
     """A :class:`~ttrl.planning.PlannerConfig` from ``base`` (the run's settings) updated by ``overrides``."""
     from ttrl.planning import PlannerConfig
 
-    known = {f.name for f in dataclasses.fields(PlannerConfig)}
+    return _section_config(PlannerConfig, base, overrides)
+
+
+def planning_settings(
+    base: Mapping[str, Any], overrides: Mapping[str, Mapping[str, Any]] | None = None
+) -> tuple[Any, Any]:
+    """The planner and controller to plan with, built (and so validated) once.
+
+    ``base`` is a run's config (or a plan config) holding ``planner`` and ``controller`` sections;
+    a run saved before the controller had its own section is read as if it had one.
+    ``overrides`` maps a section to the settings that replace the base's (the command line's);
+    a controller setting among the planner's gets one line naming its new place.
+    Returns ``(PlannerConfig, ControllerConfig)``.
+    """
+    from ttrl.planning import ControllerConfig, PlannerConfig
+    from ttrl.planning.config import migrate_controller_settings
+
+    base = migrate_controller_settings(base)
+    overrides = overrides or {}
+    return (
+        _section_config(PlannerConfig, base.get("planner"), overrides.get("planner")),
+        _section_config(ControllerConfig, base.get("controller"), overrides.get("controller")),
+    )
+
+
+def _section_config(
+    schema: type, base: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None
+) -> Any:
+    """``schema`` built from ``base`` updated by ``overrides`` (an unknown override: one line)."""
+    known = {f.name for f in dataclasses.fields(schema)}
     # The run's section may carry keys of its own (e.g. a schema name); only known ones apply.
     settings = {k: v for k, v in (base or {}).items() if k in known}
-    settings.update(overrides or {})
-    unknown = sorted(set(overrides or {}) - known)
-    if unknown:
-        raise TtrlError(
-            f"unknown planner setting(s) {', '.join(unknown)}; valid ones are {', '.join(sorted(known))}"
-        )
-    return PlannerConfig(**settings)
+    return schema(**{**settings, **(overrides or {})})

@@ -328,6 +328,7 @@ def evaluate(
     should_stop: Callable[[], bool] | None = None,
     goal_discretizer: Any | None = None,
     observe_goal: bool = False,
+    controller_config: Any | None = None,
 ) -> EpisodeResults:
     """Roll out ``n_episodes`` episodes with the beam-search planner, all planned in one batch.
 
@@ -355,12 +356,14 @@ def evaluate(
             ``desired_goal`` into the goal tokens planned toward (see the module docstring).
         observe_goal: the model was trained with ``data.observe_goal``: its observations are the
             env's ``observation`` followed by its ``desired_goal``.
+        controller_config: a :class:`~ttrl.planning.ControllerConfig`: the context given to the
+            planner and how often it replans (default: the paper's, 5 transitions, every step).
 
     Raises:
         TtrlError: bad episode indices, a dataset without an env, env spaces that do not fit the
             model, or a goal model without its goal discretiser or without goals in the env.
     """
-    from ttrl.planning import BeamPlanner
+    from ttrl.planning import BeamPlanner, ControllerConfig
 
     if n_episodes < 1:
         raise TtrlError(f"n_episodes must be at least 1, got {n_episodes}")
@@ -377,6 +380,10 @@ def evaluate(
     model.eval()
     # Made before any env so a bad planner setting (horizon, beam width) fails at once.
     planner = BeamPlanner(model, discretizer, planner_config)
+    controller_config = controller_config or ControllerConfig()
+    planner_config.check_fits_model(
+        model.config.block_size, model.config.layout, controller_config.context_transitions
+    )
     observation_dim, action_dim = model.config.observation_dim, model.config.action_dim
     if env_factory is None:
         env_factory = env_factory_for(spec)
@@ -412,7 +419,7 @@ def evaluate(
     try:
         timing = _run_episodes(
             planner,
-            planner_config,
+            controller_config,
             discretizer,
             running,
             recorder,
@@ -499,7 +506,7 @@ def _start_episodes(
 
 def _run_episodes(
     planner: Any,
-    planner_config: Any,
+    controller_config: Any,
     discretizer: Any,
     episodes: list[_Episode],
     recorder: VideoRecorder | None,
@@ -521,7 +528,7 @@ def _run_episodes(
         observation_dim=observation_dim,
         action_dim=action_dim,
         n_envs=len(episodes),
-        context_transitions=planner_config.context_transitions,
+        context_transitions=controller_config.context_transitions,
         device=device,
     )
     context.reset(np.stack([e.observation for e in episodes]))
@@ -543,7 +550,7 @@ def _run_episodes(
             if should_stop is not None and should_stop():
                 break
             exhausted = not plan or offset + 1 >= plan[0].shape[1]
-            if exhausted or steps % planner_config.plan_freq == 0:
+            if exhausted or steps % controller_config.plan_freq == 0:
                 plan_rows, offset = [e.row for e in running], 0
                 tic = time.perf_counter()
                 found = planner.plan(

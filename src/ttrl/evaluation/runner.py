@@ -25,17 +25,19 @@ from ttrl.devices import resolve_device
 from ttrl.errors import TtrlError
 from ttrl.evaluation.config import validate_plan_config
 from ttrl.evaluation.loading import (
+    PLANNING_SECTIONS,
     PlanningInputs,
     evaluation_spec,
     load_checkpoint_with_dataset,
     load_run,
-    planner_config_from,
+    planning_settings,
 )
 from ttrl.evaluation.report import PREDICTIONS_PLOT, RESULTS_JSON, write_results
 from ttrl.evaluation.rollout import EpisodeResults, evaluate
 from ttrl.evaluation.store import EpisodeStore
 from ttrl.evaluation.wandb_logging import log_to_wandb, wandb_settings
 from ttrl.locking import hold_plan_dir
+from ttrl.planning.config import migrate_controller_settings
 from ttrl.signals import recorded_stop_signals, stop_exit_code
 
 VIDEO_FILE = "episode0.mp4"
@@ -105,21 +107,32 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("ttrl.plan_dir", plan_output_dir)
 
 
-def command_line_planner_overrides(
+def command_line_overrides(
     cfg: Mapping[str, Any], task_overrides: Sequence[str]
-) -> dict[str, Any]:
-    """The planner settings the user named on the command line, with their composed values.
+) -> dict[str, dict[str, Any]]:
+    """Per planning section (``planner``, ``controller``), the settings the command line named,
+    with their composed values: what replaces a run's own settings.
 
-    A run's own planner settings are the starting point; only what the user wrote
-    (``planner.horizon=5``) replaces them. Choosing a whole planner preset (``planner=<name>``)
-    replaces them all.
+    ``task_overrides`` are the job's overrides as Hydra records them, read with Hydra's own
+    override parser. Choosing a whole section (``planner=<preset>``) names all of its keys.
     """
-    planner = dict(cfg.get("planner") or {})
-    keys = [o.split("=", 1)[0].lstrip("+~") for o in task_overrides]
-    if "planner" in keys:
-        return planner
-    named = {k.removeprefix("planner.") for k in keys if k.startswith("planner.")}
-    return {k: planner[k] for k in named if k in planner}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    named: dict[str, set[str] | None] = {section: set() for section in PLANNING_SECTIONS}
+    for override in OverridesParser.create().parse_overrides(list(task_overrides)):
+        section, _, key = override.key_or_group.partition(".")
+        if section not in named:
+            continue
+        keys = named[section]
+        if not key:
+            named[section] = None  # the whole section was chosen
+        elif keys is not None:
+            keys.add(key.split(".", 1)[0])
+    result = {}
+    for section, keys in named.items():
+        values = dict(cfg.get(section) or {})
+        result[section] = values if keys is None else {k: values[k] for k in keys if k in values}
+    return result
 
 
 def load_inputs(cfg: Mapping[str, Any]) -> PlanningInputs:
@@ -180,14 +193,19 @@ def evaluation_settings(
     planner_config: Any,
     device: Any,
     data: Mapping[str, Any],
+    controller_config: Any = None,
 ) -> dict[str, Any]:
     """Everything that decides the episodes' results: two runs with equal settings plan the same.
+
+    ``controller_config`` defaults to the paper's (:class:`~ttrl.planning.ControllerConfig`).
 
     The checkpoint is named relative to ``run_dir`` when it lies inside it (the run dir may move)
     and by its absolute path otherwise, with the optimiser step it was saved at.
     """
     from ttrl import __version__
+    from ttrl.planning import ControllerConfig
 
+    controller_config = controller_config or ControllerConfig()
     source = Path(inputs.source) if inputs.source is not None else None
     run_dir = cfg.get("run_dir")
     checkpoint = None
@@ -204,6 +222,7 @@ def evaluation_settings(
         "max_episode_steps": cfg.get("max_episode_steps"),
         "render": bool(cfg.get("render")),
         "planner": dataclasses.asdict(planner_config),
+        "controller": dataclasses.asdict(controller_config),
         "data": dict(data),
         "device": device.type,
         "ttrl_version": __version__,
@@ -215,7 +234,9 @@ def run_planning(
     out_dir: str | os.PathLike,
     planner_overrides: Mapping[str, Any] | None = None,
     resume_hint: str | None = None,
-    on_checked: Callable[[], None] | None = None,
+    on_checked: Callable[[dict[str, Any]], None] | None = None,
+    *,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> EpisodeResults:
     """Load, plan ``n_episodes`` episodes, write results into ``out_dir``, log to W&B, print a summary.
 
@@ -228,33 +249,48 @@ def run_planning(
     Args:
         cfg: the plan config (``configs/plan.yaml``) as a plain mapping.
         out_dir: the output folder (Hydra's run dir, ``<run_dir>/plan/<name>``).
-        planner_overrides: planner settings that replace the run's (see
-            :func:`command_line_planner_overrides`); for a checkpoint without a run config, the
-            whole ``cfg.planner`` section applies.
+        planner_overrides: planner settings that replace the run's (``overrides["planner"]``;
+            controller settings among them, as older callers passed them, go to the controller).
         resume_hint: how to go on after a stop (default: run the same command with ``name=``).
-        on_checked: called once the folder's settings check passed, before planning.
+        on_checked: called once the folder's settings check passed, before planning, with the
+            ``planner`` and ``controller`` sections planned with (plan.py records them).
+        overrides: per section (``planner``, ``controller``) the settings that replace the
+            run's own (see :func:`command_line_overrides`); for a checkpoint without a run
+            config, ``cfg``'s whole ``planner`` and ``controller`` sections apply.
     """
-    validate_plan_config(cfg)
-    with stop_requests() as stop, hold_plan_dir(out_dir):
-        return _run_planning(
-            cfg, Path(out_dir), planner_overrides or {}, resume_hint, on_checked, stop
+    unknown = sorted(set(overrides or {}) - set(PLANNING_SECTIONS))
+    if unknown:
+        raise TtrlError(
+            f"overrides has section(s) {', '.join(unknown)}; it maps "
+            f"{' and '.join(PLANNING_SECTIONS)} to their settings (planner_overrides= takes "
+            f"planner settings alone)"
         )
+    validate_plan_config(cfg)
+    overrides = {**(overrides or {})}
+    if planner_overrides:  # the older form, which may still hold the controller's settings
+        legacy = migrate_controller_settings({"planner": planner_overrides})
+        for section, values in legacy.items():
+            overrides[section] = {**overrides.get(section, {}), **values}
+    with stop_requests() as stop, hold_plan_dir(out_dir):
+        return _run_planning(cfg, Path(out_dir), overrides, resume_hint, on_checked, stop)
 
 
 def _run_planning(
     cfg: Mapping[str, Any],
     out_dir: Path,
-    planner_overrides: Mapping[str, Any],
+    overrides: Mapping[str, Mapping[str, Any]],
     resume_hint: str | None,
-    on_checked: Callable[[], None] | None,
+    on_checked: Callable[[dict[str, Any]], None] | None,
     stop: dict[str, int | None],
 ) -> EpisodeResults:
     inputs = load_inputs(cfg)
-    run_planner = inputs.train_config.get("planner")
-    if run_planner is None:  # no training run: the plan config's planner section is the setting
-        planner_config = planner_config_from(cfg.get("planner"), planner_overrides)
-    else:
-        planner_config = planner_config_from(run_planner, planner_overrides)
+    # a run's own settings are the base; without a run (a checkpoint) the plan config's are
+    base = inputs.train_config if "planner" in inputs.train_config else cfg
+    planner_config, controller_config = planning_settings(base, overrides)
+    planning = {
+        "planner": dataclasses.asdict(planner_config),
+        "controller": dataclasses.asdict(controller_config),
+    }
     if planner_config.objective == "q" and planner_config.q_run:  # learned on the planned data?
         from ttrl.planning.q_guided import check_q_run_dataset
 
@@ -264,14 +300,14 @@ def _run_planning(
     preprocessing = preprocessing_settings(data)  # the value targets' settings, for realised values
     spec = evaluation_spec(inputs.dataset, data.get("source", "auto"))
     n_episodes = int(cfg["n_episodes"])
-    settings = evaluation_settings(cfg, inputs, planner_config, device, data)
+    settings = evaluation_settings(cfg, inputs, planner_config, device, data, controller_config)
     store = EpisodeStore(out_dir)
     done = store.open(settings, overwrite=bool(cfg.get("overwrite")))
     if on_checked is not None:
-        on_checked()
+        on_checked(planning)
     config = {
-        "plan": {k: v for k, v in cfg.items() if k != "planner"},  # the planner used is below
-        "planner": dataclasses.asdict(planner_config),
+        "plan": {k: v for k, v in cfg.items() if k not in planning},  # those used are below
+        **planning,
         "checkpoint": str(inputs.source),
         "train_config": inputs.train_config,
         "evaluation": settings,
@@ -322,6 +358,7 @@ def _run_planning(
                 should_stop=lambda: stop["signum"] is not None,
                 goal_discretizer=inputs.goal_discretizer,
                 observe_goal=bool(preprocessing["observe_goal"]),
+                controller_config=controller_config,
             )
             store.add_run(planned.timing)
         except KeyboardInterrupt:  # a second Ctrl-C: stopped mid-step; finished episodes are saved
@@ -391,7 +428,12 @@ def evaluate_training_run(
     """
     evaluate_cfg = train_config["evaluate"]
     out_dir = Path(run_dir) / PLAN_SUBDIR / evaluate_cfg["name"]
-    evaluated = {"step": step, "evaluate": evaluate_cfg, "planner": train_config["planner"]}
+    train_config = migrate_controller_settings(train_config)
+    evaluated = {
+        "step": step,
+        "evaluate": evaluate_cfg,
+        **{section: train_config.get(section) or {} for section in PLANNING_SECTIONS},
+    }
     if evaluate_cfg["n_episodes"] <= 0 or evaluated_before(out_dir) == evaluated:
         return None
     plan_config = {
@@ -422,6 +464,6 @@ def evaluated_before(out_dir: Path) -> dict[str, Any] | None:
         results = json.loads((out_dir / RESULTS_JSON).read_text())
         if results.get("complete", True) is not True:  # older results.json were always complete
             return None
-        return results["config"]["plan"]["after_training"]
+        return migrate_controller_settings(results["config"]["plan"]["after_training"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None

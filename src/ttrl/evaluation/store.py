@@ -81,6 +81,9 @@ class EpisodeStore:
         self.settings = json.loads(json.dumps(settings))  # as it reads back from JSON
         self.digest = settings_digest(self.settings)
         recorded = self._recorded_settings()
+        if recorded is not None and recorded != self.settings:
+            self._upgrade(recorded)
+            recorded = self._recorded_settings()
         if recorded == self.settings:
             return self.finished()
         if recorded is not None or self._has_results():
@@ -143,6 +146,24 @@ class EpisodeStore:
         shutil.rmtree(self.dir, ignore_errors=True)
         for name in RESULT_FILES:
             (self.out_dir / name).unlink(missing_ok=True)
+
+    def _upgrade(self, recorded: dict[str, Any]) -> None:
+        """Restamp a folder an older ttrl wrote (the controller's settings under ``planner``) for
+        these settings when they are the same ones, so its finished episodes are kept."""
+        from ttrl.planning.config import migrate_controller_settings
+
+        if migrate_controller_settings(recorded) != self.settings:
+            return
+        old_digest = settings_digest(recorded)
+        for path in sorted(self.dir.glob("episode*.json")):
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # unreadable: finished() warns and it is planned again
+            if isinstance(record, dict) and record.get("settings_digest") == old_digest:
+                atomic_write_json(path, {**record, "settings_digest": self.digest})
+        runs = (self._read_settings_file() or {}).get("runs", [])
+        self._write_settings(runs=runs)  # last: a stop before this leaves the old folder whole
 
     def _mismatch(self, recorded: dict[str, Any] | None) -> str:
         if recorded is None:

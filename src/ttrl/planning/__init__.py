@@ -15,13 +15,17 @@ Example::
 ``BeamPlanner`` reproduces the released beam search exactly (same plans from the same random
 generator state as re-running the cropped window for every token) while feeding each sampled token
 to the model once, with the context computed once per environment; ``use_cache=False`` runs the
-released algorithm itself. ``python scripts/bench.py plan`` measures both. ``sample_rollout`` samples open-loop trajectories (or the consequences of given actions) through
-the same window, cache and sampler. Plans are ranked by a
-:class:`PlanScorer` chosen by name in ``PlannerConfig.objective`` (docs/scorers.md).
+released algorithm itself. ``python scripts/bench.py plan`` measures both.
+
+``sample_rollout`` samples open-loop trajectories (or the consequences of given actions) through
+the same window, cache and sampler. Plans are ranked
+by a :class:`PlanScorer` chosen by name in ``PlannerConfig.objective`` (docs/scorers.md). What
+the receding-horizon loop gives the planner, and how often it asks, is a
+:class:`ControllerConfig`.
 """
 
 from ttrl.planning.beam import BeamPlanner, Plan
-from ttrl.planning.config import PlannerConfig
+from ttrl.planning.config import ControllerConfig, PlannerConfig
 from ttrl.planning.context import PlanningContext
 from ttrl.planning.rollouts import Rollout, Sampling, TokenFilter, sample_rollout
 from ttrl.planning.scorers import (
@@ -36,6 +40,7 @@ from ttrl.planning.scorers import (
 __all__ = [
     "BeamPlanner",
     "Candidates",
+    "ControllerConfig",
     "LikelihoodScorer",
     "Plan",
     "PlanScorer",

@@ -188,8 +188,9 @@ class BeamPlanner:
             if fed > block_size:
                 raise TtrlError(
                     f"prefix of {length} tokens plus horizon={self.config.horizon} feed the model "
-                    f"{fed} tokens but its block_size is {block_size}; shorten the context or set "
-                    f"window_transitions"
+                    f"{fed} tokens but its block_size is {block_size}; shorten the context "
+                    f"(controller.context_transitions) or the horizon, or set "
+                    f"planner.window_transitions"
                 )
 
     def _search(self, prefix: Tensor, uniforms: Tensor, goals: Tensor | None = None) -> Plan:

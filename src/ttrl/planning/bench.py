@@ -95,11 +95,14 @@ def time_decisions(
     return {"mean": sum(wall) / len(wall), "best": min(wall), "cpu": timed["cpu_ms"]}
 
 
-def decision_multiply_adds(model: Any, planner: PlannerConfig, n_envs: int = 1) -> int:
+def decision_multiply_adds(
+    model: Any, planner: PlannerConfig, n_envs: int = 1, context_transitions: int = 5
+) -> int:
     """Multiply-adds of the model's matrix products in one ``plan`` call of the cached planner.
 
     ``model`` is the model's config (``n_layer``, ``n_embd``, ``vocab_size`` and the transition
-    sizes); ``n_envs`` environments are planned together. This walks the token schedule of the beam
+    sizes); ``n_envs`` environments are planned together, each after a prefix of
+    ``context_transitions`` transitions (the controller's). This walks the token schedule of the beam
     search as :class:`~ttrl.planning.window.ModelWindow` feeds it to the cache:
 
     - the first call runs the cropped prefix once per environment;
@@ -123,7 +126,7 @@ def decision_multiply_adds(model: Any, planner: PlannerConfig, n_envs: int = 1) 
     candidates = beam * planner.n_expand
     window = planner.window_transitions
     max_window = None if window is None else window * T - 1
-    prefix_length = planner.context_transitions * T + S
+    prefix_length = context_transitions * T + S
     total = 0
     start: int | None = None  # window start held by the cache
     end = 0  # one past the last token fed
@@ -165,12 +168,17 @@ def decision_multiply_adds(model: Any, planner: PlannerConfig, n_envs: int = 1) 
 
 
 def _compute_floor(
-    model: Any, planner: PlannerConfig, n_envs: int, ms_per_decision: float, counted: int | None
+    model: Any,
+    planner: PlannerConfig,
+    n_envs: int,
+    ms_per_decision: float,
+    counted: int | None,
+    context: int,
 ) -> dict[str, Any]:
     """The JSON fields that set a decision's time against its multiply-adds: the count of
     :func:`decision_multiply_adds`, the rate it gives at ``ms_per_decision``, and what the
     warm-up decision actually ran (``counted``, from torch's flop counter)."""
-    multiply_adds = decision_multiply_adds(model, planner, n_envs)
+    multiply_adds = decision_multiply_adds(model, planner, n_envs, context)
     return {
         "multiply_adds_per_decision": multiply_adds,
         "achieved_gflops": round(2 * multiply_adds / (ms_per_decision / 1000.0) / 1e9, 2),
@@ -261,9 +269,7 @@ def _time_both(
 ) -> dict[str, Any]:
     model, discretizer, prefix = build_random_planner_inputs(env, context, seed, n_envs=n_envs)
     model, prefix = model.to(device), prefix.to(device)
-    settings = dict(
-        horizon=horizon, beam_width=beam_width, n_expand=n_expand, context_transitions=context
-    )
+    settings = dict(horizon=horizon, beam_width=beam_width, n_expand=n_expand)
     cached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=True))
     uncached = BeamPlanner(model, discretizer, PlannerConfig(**settings, use_cache=False))
     generator = torch.Generator(device).manual_seed(seed)
@@ -298,7 +304,7 @@ def _time_both(
         # n_envs episodes of 1000 steps, replanning every step, at this speed
         "episodes_of_1000_steps_s": round(cached_ms["mean"], 1),
         "same_plan_cached_vs_uncached": same_plan,
-        **_compute_floor(model.config, cached.config, n_envs, cached_ms["mean"], counted),
+        **_compute_floor(model.config, cached.config, n_envs, cached_ms["mean"], counted, context),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpus": os.cpu_count(),
@@ -380,12 +386,12 @@ def compare_with_baseline(
                 horizon=horizon,
                 beam_width=beam_width,
                 n_expand=n_expand,
-                context_transitions=context,
                 window_transitions=side["window"],
             ),
             n_envs,
             summary_of_side["mean"],
             side["counted_multiply_adds"],
+            context,
         )
         for side, summary_of_side in zip(first, summary, strict=True)
     )

@@ -91,13 +91,15 @@ class _Side:
         device = torch.device(request["device"])
         self.model, self.prefix = model.to(device), prefix.to(device)
         self.digest = inputs_digest(model, discretizer, prefix)
-        config = PlannerConfig(
+        settings = dict(
             horizon=request["horizon"],
             beam_width=request["beam_width"],
             n_expand=request["n_expand"],
-            context_transitions=request["context"],
             use_cache=True,
         )
+        if "context_transitions" in inspect.signature(PlannerConfig).parameters:
+            settings["context_transitions"] = request["context"]  # a checkout before the controller
+        config = PlannerConfig(**settings)
         self.planner = BeamPlanner(self.model, discretizer, config)
         self.window = getattr(config, "window_transitions", None)
         sizes = (

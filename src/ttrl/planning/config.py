@@ -1,8 +1,12 @@
-"""Beam-search planner settings, checked once when the planner is built."""
+"""Settings of planning: the beam search's (:class:`PlannerConfig`, checked when the planner is
+built) and those of the receding-horizon controller that executes its plans (:class:`ControllerConfig`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ttrl.data.preprocess import DISCOUNT
 from ttrl.errors import TtrlError
@@ -14,8 +18,29 @@ from ttrl.planning.scorers import available_scorers, build_scorer
 MIN_WINDOW_TRANSITIONS = 2
 
 
+class _Settings:
+    """A settings dataclass whose unknown keyword settings get one line (a moved one, its new
+    name) instead of Python's TypeError."""
+
+    section = "settings"  # how the one line names the section
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
+        unknown = sorted(set(kwargs) - set(fields))
+        for key in unknown:
+            message = moved_setting_message(key) if cls.section == "planner" else None
+            if message is not None:
+                raise TtrlError(message)
+        if unknown:
+            raise TtrlError(
+                f"unknown {cls.section} setting(s) {', '.join(unknown)}; valid ones are "
+                f"{', '.join(sorted(fields))}"
+            )
+        return super().__new__(cls)
+
+
 @dataclass
-class PlannerConfig:
+class PlannerConfig(_Settings):
     """Settings of :class:`~ttrl.planning.BeamPlanner` (defaults: the paper's beam search).
 
     ``k_*`` keep only the k most likely tokens of a distribution (None: no top-k filter) and ``cdf_*``
@@ -23,6 +48,7 @@ class PlannerConfig:
     says which tokens they apply to: observations, actions, or rewards and values.
     """
 
+    section = "planner"
     horizon: int = 15  # transitions planned ahead (H)
     beam_width: int = 128  # plans kept after every step, per environment
     n_expand: int = 2  # continuations sampled from every kept plan at each step
@@ -32,12 +58,8 @@ class PlannerConfig:
     cdf_obs: float | None = None
     cdf_act: float | None = 0.6  # drop the tail holding 60% of the action mass
     cdf_rew: float | None = None
-    context_transitions: int = 5  # executed transitions given to the model before the observation
     window_transitions: int | None = (
         5  # the model sees at most this many transitions - 1 token; None: all
-    )
-    plan_freq: int = (
-        1  # replan every this many environment steps (in between, follow the last plan)
     )
     discount: float = (
         DISCOUNT  # of the planning objective (a search setting; the data's by default)
@@ -56,9 +78,8 @@ class PlannerConfig:
 
     def validate(self) -> None:
         """Raise :class:`TtrlError` naming the first setting that cannot work."""
-        for name in ("horizon", "beam_width", "n_expand", "plan_freq"):
+        for name in ("horizon", "beam_width", "n_expand"):
             _require_positive_int(name, getattr(self, name))
-        _require_int_at_least("context_transitions", self.context_transitions, 0)
         if self.window_transitions is not None:
             _require_int_at_least(
                 "window_transitions", self.window_transitions, MIN_WINDOW_TRANSITIONS
@@ -80,8 +101,14 @@ class PlannerConfig:
         if self.q_heuristic not in ("q", "v"):
             raise TtrlError(f"planner q_heuristic={self.q_heuristic!r} is not one of q, v")
 
-    def check_fits_model(self, block_size: int, layout: TransitionLayout) -> None:
-        """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it."""
+    def check_fits_model(
+        self, block_size: int, layout: TransitionLayout, context_transitions: int | None = None
+    ) -> None:
+        """Raise :class:`TtrlError` if the model cannot attend over what this planner feeds it.
+
+        Without a window the whole context is fed: ``context_transitions`` (the controller's) is
+        then checked too; None leaves that to the prefix check of every :meth:`BeamPlanner.plan`.
+        """
         if self.window_transitions is not None:
             window_tokens = layout.block_size(self.window_transitions)
             fitting = layout.transitions_fitting(block_size)
@@ -99,17 +126,16 @@ class PlannerConfig:
                     f"to at most {fitting}"
                 )
             return
-        longest = self.longest_sequence(layout)
+        if context_transitions is None:
+            return
+        longest = layout.block_size(context_transitions + self.horizon)
         if longest > block_size:
             raise TtrlError(
-                f"planner context_transitions={self.context_transitions} + horizon={self.horizon} "
-                f"feed the model {longest} tokens but its block_size is {block_size}; lower horizon "
-                f"or context_transitions, or set window_transitions to crop the context"
+                f"controller context_transitions={context_transitions} + planner "
+                f"horizon={self.horizon} feed the model {longest} tokens but its block_size is "
+                f"{block_size}; lower planner.horizon or controller.context_transitions, or set "
+                f"planner.window_transitions to crop the context"
             )
-
-    def longest_sequence(self, layout: TransitionLayout) -> int:
-        """Most tokens the model is given at once without cropping (the last value is never fed)."""
-        return layout.block_size(self.context_transitions + self.horizon)
 
     def window_tokens(self, layout: TransitionLayout) -> int | None:
         """Trajectory tokens the model sees at most (None: all)."""
@@ -118,10 +144,59 @@ class PlannerConfig:
         return layout.block_size(self.window_transitions) - layout.prefix_length
 
 
-def _require_positive_int(name: str, value: object) -> None:
-    _require_int_at_least(name, value, 1)
+@dataclass
+class ControllerConfig(_Settings):
+    """Settings of the receding-horizon loop that executes the planner's plans (the ``controller``
+    section of ``train.yaml`` and ``plan.yaml``): what the planner is given, and how often it is asked.
+    """
+
+    section = "controller"
+    context_transitions: int = 5  # executed transitions given to the model before the observation
+    plan_freq: int = (
+        1  # replan every this many environment steps (in between, follow the last plan)
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`TtrlError` naming the first setting that cannot work."""
+        _require_int_at_least("context_transitions", self.context_transitions, 0, "controller")
+        _require_positive_int("plan_freq", self.plan_freq, "controller")
 
 
-def _require_int_at_least(name: str, value: object, low: int) -> None:
+# Settings that were the planner's before the controller had a section of its own.
+MOVED_TO_CONTROLLER = ("context_transitions", "plan_freq")
+
+
+def moved_setting_message(key: str) -> str | None:
+    """The one line for ``planner.<key>`` when ``key`` moved to the controller (else None)."""
+    if key not in MOVED_TO_CONTROLLER:
+        return None
+    return (
+        f"planner.{key} is now controller.{key} (a setting of the receding-horizon loop, not of "
+        f"the search): write controller.{key}=..."
+    )
+
+
+def migrate_controller_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` (a run's or an evaluation's settings) with the planner's moved keys under
+    ``controller``, for settings ttrl wrote before the controller had its section; newer ones
+    come back unchanged."""
+    config = dict(config)
+    planner = dict(config.get("planner") or {})
+    moved = {k: planner.pop(k) for k in MOVED_TO_CONTROLLER if k in planner}
+    if not moved:
+        return config
+    config["planner"] = planner
+    config["controller"] = {**moved, **(config.get("controller") or {})}
+    return config
+
+
+def _require_positive_int(name: str, value: object, section: str = "planner") -> None:
+    _require_int_at_least(name, value, 1, section)
+
+
+def _require_int_at_least(name: str, value: object, low: int, section: str = "planner") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise TtrlError(f"planner {name}={value!r} must be an integer >= {low}")
+        raise TtrlError(f"{section} {name}={value!r} must be an integer >= {low}")

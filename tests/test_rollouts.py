@@ -10,6 +10,7 @@ from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.planning.rollouts import Sampling, TokenFilter, sample_rollout
+from ttrl.planning.state import RolloutState
 
 N, S, A = 10, 3, 2
 T = S + A + 2
@@ -128,3 +129,38 @@ def test_bad_rollout_input_is_one_line(model, discretizer):
         sample_rollout(model, discretizer, prefix(1, 1), 2, actions=torch.zeros(1, 3, A))
     with pytest.raises(TtrlError, match="window_transitions=5"):
         sample_rollout(model, discretizer, prefix(1, 1), 2, window_transitions=5)
+
+
+class _Scored(RolloutState):
+    per_row = ("score",)
+
+
+def test_rollout_state_moves_rows_their_tensors_and_the_cache_together(model):
+    """After appends, an expand and a reordering select, every row's logits are those of a plain
+    forward over its own tokens, and a per-row tensor followed its row."""
+    from ttrl.planning.decoder import CachedDecoder
+    from ttrl.planning.window import ModelWindow
+
+    start = prefix(2, context=1)  # two environments
+    max_window = 3 * T - 1
+    window = ModelWindow(
+        model, start, model.config.layout, max_window, CachedDecoder(model, 2, 12, max_window)
+    )
+    with torch.inference_mode():
+        state = _Scored(window, start, 2 * T)
+        state.score = torch.arange(2.0)
+        state.expand(3)  # rows: env 0 x3, env 1 x3
+        assert state.row_env.tolist() == [0, 0, 0, 1, 1, 1]
+        assert state.score.tolist() == [0, 0, 0, 1, 1, 1]
+        state.score = state.score + torch.arange(6.0) / 10
+        state.append(torch.tensor([1, 2, 3, 4, 5, 6]))  # a token of each row's own
+        state.sample(top_k=None, cdf=None, generator=torch.Generator().manual_seed(0))
+        keep = torch.tensor([2, 0, 4, 5])  # two rows of each environment, reordered
+        expected_score = state.score[keep]
+        expected_tokens = state.sequences[keep, : state.length]
+        state.select(keep)
+        torch.testing.assert_close(state.score, expected_score)
+        assert torch.equal(state.sequences[:, : state.length], expected_tokens)
+        assert state.row_env.tolist() == [0, 0, 1, 1]
+        full = model(state.sequences[:, : state.length]).logits[:, -1]
+        torch.testing.assert_close(state.logits, full)

@@ -17,8 +17,9 @@ generator state as re-running the cropped window for every token) while feeding 
 to the model once, with the context computed once per environment; ``use_cache=False`` runs the
 released algorithm itself. ``python scripts/bench.py plan`` measures both.
 
-``sample_rollout`` samples open-loop trajectories (or the consequences of given actions) through
-the same window, cache and sampler. Plans are ranked
+``sample_rollout`` samples open-loop trajectories (or the consequences of given actions). It and
+the beam search are both clients of one sampling API, :class:`RolloutState`: the rows' tokens,
+their environments, and the model's window and cache over them, moved together. Plans are ranked
 by a :class:`PlanScorer` chosen by name in ``PlannerConfig.objective`` (docs/scorers.md). What
 the receding-horizon loop gives the planner, and how often it asks, is a
 :class:`ControllerConfig`.
@@ -36,6 +37,7 @@ from ttrl.planning.scorers import (
     available_scorers,
     register_scorer,
 )
+from ttrl.planning.state import RolloutState
 
 __all__ = [
     "BeamPlanner",
@@ -48,6 +50,7 @@ __all__ = [
     "PlanningContext",
     "ReturnScorer",
     "Rollout",
+    "RolloutState",
     "Sampling",
     "TokenFilter",
     "available_scorers",

@@ -25,8 +25,8 @@ from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer
 from ttrl.planning.config import PlannerConfig
 from ttrl.planning.decoder import CachedDecoder
-from ttrl.planning.sampling import sample_tokens
 from ttrl.planning.scorers import Candidates, PlanScorer, build_scorer
+from ttrl.planning.state import RolloutState
 from ttrl.planning.window import ModelWindow
 
 
@@ -266,13 +266,16 @@ class BeamPlanner:
         )
 
 
-class _Beams:
-    """Every beam of every environment: tokens, environment, scores, random draws and the window.
+class _Beams(RolloutState):
+    """Every beam of every environment: a :class:`~ttrl.planning.state.RolloutState` whose rows
+    also carry their predicted rewards and values, likelihood and score, and read their random
+    draws from their environment's block of uniforms.
 
-    Rows are environment-major (rows of environment ``e`` together). The model's window (and its
-    cache) moves with the rows, so the search only says :meth:`expand`, :meth:`sample`,
-    :meth:`record` and :meth:`keep`.
+    The search only says :meth:`expand`, :meth:`sample`, :meth:`record` and :meth:`keep`; the
+    window, its cache and every per-row tensor move with the rows.
     """
+
+    per_row = ("rewards", "step_values", "log_likelihood", "scores")
 
     def __init__(
         self,
@@ -283,52 +286,23 @@ class _Beams:
         track_likelihood: bool,
         horizon: int,
     ) -> None:
-        self.n_env, prefix_length = prefix.shape
-        self.sequences = torch.empty(
-            self.n_env, prefix_length + plan_tokens, dtype=torch.long, device=prefix.device
-        )
-        self.sequences[:, :prefix_length] = prefix
-        self.length = prefix_length
-        self.row_env = torch.arange(self.n_env, device=prefix.device)
-        self.window, self.uniforms, self.track_likelihood = window, uniforms, track_likelihood
+        super().__init__(window, prefix, plan_tokens)
+        self.uniforms, self.track_likelihood = uniforms, track_likelihood
         self.used = 0  # uniforms of every environment's block read so far
-        self._logits: Tensor | None = self._next_logits()
-        zeros = torch.zeros(self.n_env, horizon + 1, dtype=self._logits.dtype, device=prefix.device)
+        dtype = self.logits.dtype
+        zeros = torch.zeros(self.n_env, horizon + 1, dtype=dtype, device=prefix.device)
         self.rewards = zeros  # [rows, H + 1]: r_0 .. r_t, then V_t
         self.step_values = zeros[:, :-1].clone()  # [rows, H]: V_t of every step
         self.log_likelihood = zeros[:, 0].clone()
         self.scores = zeros[:, 0].clone()
 
-    def _next_logits(self) -> Tensor:
-        return self.window.next_logits(self.sequences, self.length, self.row_env)
-
-    @property
-    def logits(self) -> Tensor:
-        """Next-token logits of every row, computed when first needed after a change."""
-        if self._logits is None:
-            self._logits = self._next_logits()
-        return self._logits
-
-    def expand(self, factor: int) -> None:
-        """Tile each environment's beams ``factor`` times (like ``x.repeat(factor, 1)`` per env)."""
-        logits = self.logits
-        per_env = self.sequences.shape[0] // self.n_env
-        rows = torch.arange(self.sequences.shape[0], device=self.sequences.device)
-        rows = rows.view(self.n_env, 1, per_env).expand(-1, factor, -1).reshape(-1)
-        self._select(rows)
-        self.window.expand(factor)
-        self._logits = logits.index_select(0, rows)
-
-    def sample(self, top_k: int | None, cdf: float | None) -> Tensor:
-        """Draw and append the next token of every row; returns the unfiltered probabilities."""
-        logits = self.logits
-        per_env = logits.shape[0] // self.n_env
+    def sample(self, top_k: int | None, cdf: float | None) -> Tensor:  # type: ignore[override]
+        """Draw and append the next token of every row from its environment's uniforms; returns
+        the unfiltered probabilities."""
+        per_env = self.rows_per_env
         rows_uniforms = self.uniforms[:, self.used : self.used + per_env].reshape(-1)
         self.used += per_env
-        tokens, probs = sample_tokens(logits, top_k, cdf, rows_uniforms)
-        self.sequences[:, self.length] = tokens
-        self.length += 1
-        self._logits = None
+        tokens, probs = super().sample(top_k, cdf, uniforms=rows_uniforms)
         if self.track_likelihood:
             self.log_likelihood += probs.gather(-1, tokens[:, None]).squeeze(-1).log()
         return probs
@@ -340,18 +314,8 @@ class _Beams:
 
     def keep(self, rows: Tensor, scores: Tensor) -> None:
         """Keep ``rows`` (the best candidates, with their ``scores``) as the beams."""
-        self._select(rows)
+        self.select(rows)
         self.scores = scores
-        self.window.select(rows)
-        self._logits = None
-
-    def _select(self, rows: Tensor) -> None:
-        self.sequences = self.sequences.index_select(0, rows)
-        self.row_env = self.row_env.index_select(0, rows)
-        self.rewards = self.rewards.index_select(0, rows)
-        self.step_values = self.step_values.index_select(0, rows)
-        self.log_likelihood = self.log_likelihood.index_select(0, rows)
-        self.scores = self.scores.index_select(0, rows)
 
 
 def check_goals(goals: Tensor | None, model_config: Any, n_rows: int) -> Tensor | None:

@@ -1,5 +1,6 @@
 """Open-loop rollouts: the model samples whole transitions after a prefix, or the consequences of
-given actions, through the same window, cache and sampler as beam search.
+given actions, through the same sampling API as beam search (:class:`~ttrl.planning.state.RolloutState`:
+its window, cache and sampler).
 
     rollout = sample_rollout(model, discretizer, context.prefix(), n_transitions=100)
     rollout.observations       # [rows, n, S] predicted next states (bin midpoints)
@@ -21,7 +22,7 @@ from ttrl.errors import TtrlError
 from ttrl.layout import TransitionLayout
 from ttrl.planning.beam import check_goals
 from ttrl.planning.decoder import CachedDecoder
-from ttrl.planning.sampling import sample_tokens
+from ttrl.planning.state import RolloutState
 from ttrl.planning.window import ModelWindow
 
 
@@ -129,8 +130,6 @@ def sample_rollout(
     max_window = layout.block_size(window) - layout.prefix_length  # trajectory tokens; goal apart
     goals = check_goals(goals, config, rows)
     goals = None if goals is None else goals.to(device)
-    sequences = torch.empty(rows, length + n_transitions * T, dtype=torch.long, device=device)
-    sequences[:, :length] = prefix
     n_probs = config.vocab_size + 1
     log_probs = torch.zeros(rows, n_transitions, T, device=device)
     kept = torch.zeros(rows, n_transitions, T, n_probs, device=device) if keep_probs else None
@@ -139,29 +138,28 @@ def sample_rollout(
     try:
         with torch.inference_mode():
             decoder = CachedDecoder(model, rows, rows, max_window) if use_cache else None
-            view = ModelWindow(model, prefix, layout, max_window, decoder, goals)
-            row_env = torch.arange(rows, device=device)
+            window = ModelWindow(model, prefix, layout, max_window, decoder, goals)
+            state = RolloutState(window, prefix, n_transitions * T)
             filters = _filters_by_dim(sampling, layout)
-            position = length
             for t in range(n_transitions):
                 for offset in range(S, T + S):  # a, r, V of step t, then s_{t+1}
                     dim = offset % T
-                    logits = view.next_logits(sequences, position, row_env)
+                    logits = state.logits
                     if given is not None and layout.action.start <= dim < layout.action.stop:
                         token = given[:, t, dim - S]
+                        state.append(token)
                     else:
-                        token, _ = sample_tokens(
-                            logits, filters[dim].top_k, filters[dim].cdf, generator=generator
+                        token, _ = state.sample(
+                            filters[dim].top_k, filters[dim].cdf, generator=generator
                         )
                     distribution = logits.float().log_softmax(-1)  # unfiltered, temperature 1
-                    sequences[:, position] = token
-                    position += 1
                     # row t holds a_t, r_t, V_t in their dims and s_{t+1} in the s dims
                     log_probs[:, t, dim] = distribution.gather(-1, token[:, None]).squeeze(-1)
                     if kept is not None:
                         kept[:, t, dim] = distribution
     finally:
         model.train(was_training)
+    sequences = state.sequences.clone()  # an ordinary tensor, as callers may use it in autograd
     return _decoded(sequences, length - S, n_transitions, layout, discretizer, log_probs, kept)
 
 

@@ -65,7 +65,7 @@ step make_dataset 60 $PY scripts/make_dataset.py env=halfcheetah-random n_steps=
 step train_and_plan 240 $PY scripts/train.py env=halfcheetah-random model="$MODEL" logger=disabled \
     device="$DEVICE" run_dir="$OUT_DIR/run" data.sequence_length=4 trainer.max_steps="$TRAIN_STEPS" \
     trainer.batch_size=64 trainer.eval_interval=500 trainer.log_interval="$LOG_INTERVAL" trainer.progress=false \
-    planner.horizon=5 planner.beam_width=32 planner.context_transitions=3 planner.window_transitions=4 \
+    planner.horizon=5 planner.beam_width=32 controller.context_transitions=3 planner.window_transitions=4 \
     evaluate.n_episodes=1 evaluate.max_episode_steps="$EPISODE_STEPS" evaluate.name=device_check
 
 $PY - "$OUT_DIR" "$DEVICE" <<'EOF'

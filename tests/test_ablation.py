@@ -12,7 +12,15 @@ from ttrl.evaluation.ablation import load_points, main, parse_references
 
 
 def write_results(
-    folder, horizon, beam, scores, plan_seconds, decisions, dataset="hopper-medium", steps=8000
+    folder,
+    horizon,
+    beam,
+    scores,
+    plan_seconds,
+    decisions,
+    dataset="hopper-medium",
+    steps=8000,
+    controller=None,
 ):
     folder.mkdir(parents=True)
     results = {
@@ -23,6 +31,7 @@ def write_results(
         "config": {
             "planner": {"horizon": horizon, "beam_width": beam},
             "train_config": {"trainer": {"max_steps": steps}},
+            **({} if controller is None else {"controller": controller}),
         },
     }
     (folder / "results.json").write_text(json.dumps(results))
@@ -62,6 +71,14 @@ def test_mixed_datasets_and_bad_files_are_refused_in_one_line(tmp_path):
     (tmp_path / "c" / "results.json").write_text("{}")
     with pytest.raises(TtrlError, match=r"is not a complete ttrl results\.json"):
         load_points([tmp_path / "c"])
+
+
+def test_evaluations_under_other_controller_settings_are_not_mixed(tmp_path):
+    every_step = {"context_transitions": 5, "plan_freq": 1}
+    write_results(tmp_path / "a", 5, 8, [1.0], 1.0, 10, controller=every_step)
+    write_results(tmp_path / "b", 5, 32, [2.0], 1.0, 10, controller={**every_step, "plan_freq": 2})
+    with pytest.raises(TtrlError, match="different controller settings"):
+        load_points([tmp_path])
 
 
 def test_training_budgets_are_points_of_their_own(tmp_path):

@@ -19,6 +19,7 @@ from ttrl.checkpoint import load_bundle
 from ttrl.config import compose_config
 from ttrl.errors import TtrlError
 from ttrl.evaluation import evaluate_training_run
+from ttrl.planning.config import migrate_controller_settings
 from ttrl.training import hand_over_stop_signal, preempted_exit_code, train
 from ttrl.training.logger import config_group
 
@@ -96,6 +97,17 @@ def test_runs_differing_only_in_seed_share_a_wandb_group():
     # evaluating after training does not change what is trained: the plain run joins the group
     assert group(paper) == group("env=hopper-medium") == group(paper, "evaluate.n_episodes=10")
     assert group(paper) != group(paper, "planner.horizon=5")
+    assert group(paper) != group(paper, "controller.plan_freq=2")
+
+
+def test_a_run_saved_before_the_controller_section_keeps_its_wandb_group():
+    """Seeds and evaluations of a run saved with the controller's keys under ``planner`` (an older
+    ttrl) land in the group that run logged to."""
+    config = OmegaConf.to_container(compose_config(overrides=["experiment=paper/hopper-medium"]))
+    older = {k: v for k, v in config.items() if k != "controller"}
+    older["planner"] = {**config["planner"], **config["controller"]}
+    assert config_group(config) == config_group(older)
+    assert config_group(migrate_controller_settings(older)) == config_group(older)
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,15 @@ def run_label(dataset: str) -> str:
 
 
 def config_group(config: dict[str, Any]) -> str:
-    """A stable W&B group for runs that differ only in seed: ``<env>-<hash of the rest>``."""
+    """A stable W&B group for runs that differ only in seed: ``<env>-<hash of the rest>``.
+
+    The hash is of the layout ttrl first wrote, with the controller's settings inside
+    ``planner``, so runs and evaluations from before and after the controller got its section
+    share their group.
+    """
     rest = {k: v for k, v in config.items() if k not in GROUP_EXCLUDED_KEYS}
+    if isinstance(rest.get("controller"), dict) and isinstance(rest.get("planner"), dict):
+        controller = rest.pop("controller")
+        rest["planner"] = {**rest["planner"], **controller}
     digest = hashlib.sha1(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{run_label(config['env']['name'])}-{digest}"

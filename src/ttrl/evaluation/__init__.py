@@ -13,6 +13,7 @@ from ttrl.evaluation.report import plot_predictions, results_dict, write_results
 from ttrl.evaluation.rollout import EpisodeResults, check_spaces, evaluate, make_env
 from ttrl.evaluation.runner import (
     command_line_overrides,
+    command_line_planner_overrides,
     evaluate_training_run,
     evaluation_settings,
     load_inputs,
@@ -38,6 +39,7 @@ __all__ = [
     "aggregate",
     "check_spaces",
     "command_line_overrides",
+    "command_line_planner_overrides",
     "evaluate",
     "evaluate_training_run",
     "evaluation_settings",

@@ -28,6 +28,7 @@ from ttrl.evaluation.report import write_csv
 from ttrl.evaluation.scores import mean_and_standard_error
 from ttrl.evaluation.table import find_results, format_score
 from ttrl.io import atomic_write_text
+from ttrl.planning.config import migrate_controller_settings
 from ttrl.plotting import pyplot, save_png
 
 ABLATION_STEM = "ablation"
@@ -68,6 +69,7 @@ class _Evaluation:
     beam_width: int
     scores: list[float]
     lengths: list[float]
+    controller: str  # its controller settings (context, replanning), as JSON
     plan_seconds: float
     decisions: int
 
@@ -77,7 +79,8 @@ def _load_evaluation(path: str | os.PathLike) -> _Evaluation:
     path = Path(path)
     try:
         results = json.loads(path.read_text())
-        planner = results["config"]["planner"]
+        config = migrate_controller_settings(results["config"])
+        planner = config["planner"]
         timing = results["timing"]
         trainer = (results["config"].get("train_config") or {}).get("trainer") or {}
         evaluation = _Evaluation(
@@ -90,6 +93,7 @@ def _load_evaluation(path: str | os.PathLike) -> _Evaluation:
             lengths=[float(e["length"]) for e in results["episodes"]],
             plan_seconds=float(timing["plan_seconds"]),
             decisions=int(timing["decisions"]),
+            controller=json.dumps(config.get("controller") or {}, sort_keys=True),
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise TtrlError(
@@ -132,6 +136,12 @@ def load_points(paths: Sequence[str | os.PathLike]) -> list[PlannerPoint]:
     if len(datasets) > 1:
         raise TtrlError(
             f"these evaluations are of {', '.join(datasets)}; an ablation compares one dataset's"
+        )
+    controllers = sorted({e.controller for e in evaluations})
+    if len(controllers) > 1:
+        raise TtrlError(
+            f"these evaluations use different controller settings ({'; '.join(controllers)}); "
+            f"an ablation compares planner settings under one controller"
         )
     groups: dict[tuple[int | None, int, int], list[_Evaluation]] = defaultdict(list)
     for e in evaluations:

@@ -3,7 +3,7 @@
 Every episode starts at the same time, so the episodes still running always share their step
 count and their planning prefixes have the same length: one ``BeamPlanner.plan`` call over the
 running episodes decides all of them. Episodes that end (terminated or truncated) drop out of the
-batch and the rest go on. Between replans (``plan_freq`` > 1) each episode executes the next
+batch and the rest go on. Between replans (``controller.plan_freq`` > 1) each episode executes the next
 action of its current plan.
 
 Episode ``i`` depends on nothing but its index: its env is reset with ``seed + i`` and the planner

@@ -9,6 +9,7 @@ stops at once (the finished episodes are on disk already).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import shlex
@@ -135,6 +136,13 @@ def command_line_overrides(
     return result
 
 
+def command_line_planner_overrides(
+    cfg: Mapping[str, Any], task_overrides: Sequence[str]
+) -> dict[str, Any]:
+    """The planner section of :func:`command_line_overrides` (the name earlier versions gave)."""
+    return command_line_overrides(cfg, task_overrides)["planner"]
+
+
 def load_inputs(cfg: Mapping[str, Any]) -> PlanningInputs:
     """The model to plan with: a training run (``run_dir``) or a checkpoint plus a dataset."""
     run_dir, checkpoint = cfg.get("run_dir"), cfg.get("checkpoint")
@@ -253,7 +261,8 @@ def run_planning(
             controller settings among them, as older callers passed them, go to the controller).
         resume_hint: how to go on after a stop (default: run the same command with ``name=``).
         on_checked: called once the folder's settings check passed, before planning, with the
-            ``planner`` and ``controller`` sections planned with (plan.py records them).
+            ``planner`` and ``controller`` sections planned with (plan.py records them) when it
+            takes an argument.
         overrides: per section (``planner``, ``controller``) the settings that replace the
             run's own (see :func:`command_line_overrides`); for a checkpoint without a run
             config, ``cfg``'s whole ``planner`` and ``controller`` sections apply.
@@ -304,7 +313,9 @@ def _run_planning(
     store = EpisodeStore(out_dir)
     done = store.open(settings, overwrite=bool(cfg.get("overwrite")))
     if on_checked is not None:
-        on_checked(planning)
+        # older callbacks take nothing; plan.py's records the settings planned with
+        takes_settings = bool(inspect.signature(on_checked).parameters)
+        on_checked(*([planning] if takes_settings else []))
     config = {
         "plan": {k: v for k, v in cfg.items() if k not in planning},  # those used are below
         **planning,
@@ -418,8 +429,8 @@ def evaluate_training_run(
     """Plan with a finished run's ``last`` checkpoint as its ``evaluate`` section says (``scripts/train.py``).
 
     Writes ``<run_dir>/plan/<evaluate.name>/`` exactly as ``scripts/plan.py run_dir=<run_dir>``
-    would, with the run's own planner settings and W&B project/group, and records ``step`` (the
-    checkpoint's optimiser step) with the evaluate and planner settings. Returns None without
+    would, with the run's own planner and controller settings and W&B project/group, and records
+    ``step`` (the checkpoint's optimiser step) with the evaluate, planner and controller settings. Returns None without
     planning when ``evaluate.n_episodes`` is 0 or the folder already holds the complete results of
     the same step and settings (a requeued or re-run job does not plan twice; one that trained on
     plans again, replacing them). An evaluation stopped by SIGTERM/SIGINT keeps its finished

@@ -128,7 +128,7 @@ class PlannerConfig(_Settings):
             return
         if context_transitions is None:
             return
-        longest = layout.block_size(context_transitions + self.horizon)
+        longest = self.longest_sequence(layout, context_transitions)
         if longest > block_size:
             raise TtrlError(
                 f"controller context_transitions={context_transitions} + planner "
@@ -136,6 +136,11 @@ class PlannerConfig(_Settings):
                 f"{block_size}; lower planner.horizon or controller.context_transitions, or set "
                 f"planner.window_transitions to crop the context"
             )
+
+    def longest_sequence(self, layout: TransitionLayout, context_transitions: int = 5) -> int:
+        """Most tokens the model is given at once without cropping, after ``context_transitions``
+        (the controller's; the last value is never fed)."""
+        return layout.block_size(context_transitions + self.horizon)
 
     def window_tokens(self, layout: TransitionLayout) -> int | None:
         """Trajectory tokens the model sees at most (None: all)."""

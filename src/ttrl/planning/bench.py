@@ -32,7 +32,7 @@ import torch
 from ttrl.errors import TtrlError
 from ttrl.planning.beam import BeamPlanner
 from ttrl.planning.bench_worker import REPLY, count_multiply_adds, time_plan_calls
-from ttrl.planning.config import PlannerConfig
+from ttrl.planning.config import ControllerConfig, PlannerConfig
 from ttrl.planning.context import PlanningContext
 
 
@@ -96,7 +96,10 @@ def time_decisions(
 
 
 def decision_multiply_adds(
-    model: Any, planner: PlannerConfig, n_envs: int = 1, context_transitions: int = 5
+    model: Any,
+    planner: PlannerConfig,
+    n_envs: int = 1,
+    context_transitions: int = ControllerConfig.context_transitions,
 ) -> int:
     """Multiply-adds of the model's matrix products in one ``plan`` call of the cached planner.
 

@@ -40,6 +40,27 @@ class _Settings:
 
 
 @dataclass
+class ControllerConfig(_Settings):
+    """Settings of the receding-horizon loop that executes the planner's plans (the ``controller``
+    section of ``train.yaml`` and ``plan.yaml``): what the planner is given, and how often it is asked.
+    """
+
+    section = "controller"
+    context_transitions: int = 5  # executed transitions given to the model before the observation
+    plan_freq: int = (
+        1  # replan every this many environment steps (in between, follow the last plan)
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`TtrlError` naming the first setting that cannot work."""
+        _require_int_at_least("context_transitions", self.context_transitions, 0, "controller")
+        _require_positive_int("plan_freq", self.plan_freq, "controller")
+
+
+@dataclass
 class PlannerConfig(_Settings):
     """Settings of :class:`~ttrl.planning.BeamPlanner` (defaults: the paper's beam search).
 
@@ -137,7 +158,11 @@ class PlannerConfig(_Settings):
                 f"planner.window_transitions to crop the context"
             )
 
-    def longest_sequence(self, layout: TransitionLayout, context_transitions: int = 5) -> int:
+    def longest_sequence(
+        self,
+        layout: TransitionLayout,
+        context_transitions: int = ControllerConfig.context_transitions,
+    ) -> int:
         """Most tokens the model is given at once without cropping, after ``context_transitions``
         (the controller's; the last value is never fed)."""
         return layout.block_size(context_transitions + self.horizon)
@@ -147,27 +172,6 @@ class PlannerConfig(_Settings):
         if self.window_transitions is None:
             return None
         return layout.block_size(self.window_transitions) - layout.prefix_length
-
-
-@dataclass
-class ControllerConfig(_Settings):
-    """Settings of the receding-horizon loop that executes the planner's plans (the ``controller``
-    section of ``train.yaml`` and ``plan.yaml``): what the planner is given, and how often it is asked.
-    """
-
-    section = "controller"
-    context_transitions: int = 5  # executed transitions given to the model before the observation
-    plan_freq: int = (
-        1  # replan every this many environment steps (in between, follow the last plan)
-    )
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Raise :class:`TtrlError` naming the first setting that cannot work."""
-        _require_int_at_least("context_transitions", self.context_transitions, 0, "controller")
-        _require_positive_int("plan_freq", self.plan_freq, "controller")
 
 
 # Settings that were the planner's before the controller had a section of its own.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from types import SimpleNamespace
 
@@ -437,10 +438,21 @@ def test_cached_planner_on_cuda_equals_uncached(model, discretizer):
     assert torch.equal(plans[0].tokens, plans[1].tokens)
 
 
-def test_decoder_logits_equal_the_model_on_the_whole_sequence(model):
+@pytest.fixture(params=[("torch", "float64"), ("compiled", "float64"), ("compiled", "float32")])
+def decoding_model(request, model, monkeypatch):
+    """The model, with each implementation of the cache's attention
+    (:mod:`ttrl.planning.cached_attention`): torch ops, the compiled kernel's plain loop (float64)
+    and its vectorised one (float32)."""
+    implementation, dtype = request.param
+    monkeypatch.setenv("TTRL_CACHED_ATTENTION", implementation)
+    return model if dtype == "float64" else copy.deepcopy(model).float()
+
+
+def test_decoder_logits_equal_the_model_on_the_whole_sequence(decoding_model):
     """Shared prefix, multi-token chunks, one-token steps and reordered beams, vs. a full forward."""
     from ttrl.planning.decoder import CachedDecoder
 
+    model = decoding_model
     generator = torch.Generator().manual_seed(0)
     n_env, per_env = 2, 3
     rows = n_env * per_env
@@ -490,10 +502,11 @@ def test_distinct_histories_groups_identical_beams_per_environment():
     assert group[0] == group[2] and group[0] != group[1] and group[3] == group[4] != group[5]
 
 
-def test_decoder_expanded_candidates_read_their_parents_cache(model):
+def test_decoder_expanded_candidates_read_their_parents_cache(decoding_model):
     """After an expand (tiling each environment's beams), candidates equal a full forward."""
     from ttrl.planning.decoder import CachedDecoder
 
+    model = decoding_model
     generator = torch.Generator().manual_seed(1)
     n_env, beams, children = 2, 2, 3
     prefix = torch.randint(0, N, (n_env, T + S), generator=generator)

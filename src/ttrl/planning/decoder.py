@@ -27,6 +27,7 @@ tested against the plain algorithm in float64).
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from ttrl.errors import TtrlError
+from ttrl.planning.cached_attention import kernel_for
 
 
 class CachedDecoder:
@@ -69,6 +71,8 @@ class CachedDecoder:
             (n_layer, 2, max_rows, self.n_head, self.transition_dim, self.head_dim), **options
         )
         self.current = 0
+        # one compiled call per layer and chunk on the CPU (ttrl.planning.cached_attention)
+        self.kernel = kernel_for(parameter.device, parameter.dtype)
         self.reset()
 
     def reset(self) -> None:
@@ -138,9 +142,14 @@ class CachedDecoder:
         # Value keys are never attended to, so they get no slot; known on the host: no device sync.
         value = self.layout.is_value_position
         offsets = [i for i in range(length) if not value(self.length + i)]
-        stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
         first = self.child_slots if self.children > 1 else self.own_slots
         last = first + len(offsets)
+        if self.kernel is not None:  # it takes the stored offsets and each query's own slots
+            self._stored_offsets = offsets
+            self._own_visible = [first + bisect.bisect_right(offsets, i) for i in range(length)]
+            self._chunk = (length, None, first, last, None)
+            return
+        stored = torch.tensor(offsets, device=device) if len(offsets) < length else None
         visible = None
         if length > 1:  # new slot j is seen by queries at or after it
             new_slots = positions if stored is None else positions.index_select(0, stored)
@@ -174,6 +183,8 @@ class CachedDecoder:
         its environment's prefix, its parent's plan (after an expand) and its own tokens."""
         if need_weights:
             raise TtrlError("the planner's cache returns no attention maps; use the model itself")
+        if self.kernel is not None:
+            return self._attend_compiled(layer, query, key, value), None
         length, stored, first, last, visible = self._chunk
         rows = key.shape[0]
         own_keys, own_values = self.own[self.current, layer, 0], self.own[self.current, layer, 1]
@@ -219,6 +230,34 @@ class CachedDecoder:
             out = self._ungroup(torch.matmul(self._group(part, n, g), values), n, g)
             attended = out if attended is None else attended + out
         return attended, None
+
+    def _attend_compiled(self, layer: int, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
+        """:meth:`attend` as one call of the compiled kernel (same segments, same slots)."""
+        rows, n_query = key.shape[0], query.shape[2]
+        current = self.own[self.current, layer]
+        own = self.child[layer] if self.children > 1 else current
+        shared = parent = (None, None)
+        if self.shared_slots:
+            shared = self.shared[layer, :, :, :, : self.shared_slots].unbind(0)
+        if self.children > 1 and self.own_slots:
+            parent = current[:, : rows // self.children, :, : self.own_slots].unbind(0)
+        attended = self.kernel.attend(
+            query,
+            key,
+            value,
+            self._stored_offsets,
+            self._chunk[2],
+            own[0, :rows],
+            own[1, :rows],
+            *shared,
+            *parent,
+            self.n_env,
+            self.children,
+            self._own_visible[-n_query:],
+            self.scale,
+        )
+        # [rows, queries, heads * head_dim] is what the model reshapes the result into: a view
+        return attended.view(rows, n_query, self.n_head, self.head_dim).transpose(1, 2)
 
     def _group(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:
         """``[rows, heads, L, k]`` -> ``[groups, heads, members * L, k]``: rows are laid out

@@ -1,0 +1,169 @@
+"""The compiled cache attention against attention written out, and how an implementation is picked."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from ttrl.errors import TtrlError
+from ttrl.planning import cached_attention
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return cached_attention.load_extension()
+
+
+def reference(query, key, value, stored, first, own_k, own_v, shared, parent, n_env, children,
+              own_visible, scale):  # fmt: skip
+    """Each (row, query) gathers the slots it sees and takes softmax(q k^T * scale) v."""
+    own_k, own_v = own_k.clone(), own_v.clone()
+    for i, offset in enumerate(stored):
+        own_k[:, :, first + i] = key[:, :, offset]
+        own_v[:, :, first + i] = value[:, :, offset]
+    rows, heads, n_query, d = query.shape
+    per_env = rows // n_env
+    out = torch.empty(rows, n_query, heads * d, dtype=query.dtype)
+    for r in range(rows):
+        env, member = divmod(r, per_env)
+        keys, values = [], []
+        if shared is not None:
+            keys.append(shared[0][env])
+            values.append(shared[1][env])
+        if parent is not None:
+            p = env * (per_env // children) + member % (per_env // children)
+            keys.append(parent[0][p])
+            values.append(parent[1][p])
+        for i in range(n_query):
+            k = torch.cat([*keys, own_k[r, :, : own_visible[i]]], dim=1)  # [heads, slots, d]
+            v = torch.cat([*values, own_v[r, :, : own_visible[i]]], dim=1)
+            weights = (query[r, :, i, None] @ k.transpose(1, 2) * scale).softmax(-1)
+            out[r, i] = (weights @ v).reshape(-1)
+    return out, own_k, own_v
+
+
+def random_case(dtype, head_dim, n_env=2, parents=3, children=2, n_query=1, generator=None):
+    g = generator or torch.Generator().manual_seed(0)
+    heads, slots = 4, 40
+    rows = n_env * parents * children
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype)
+
+    chunk = 5
+    # the query is a view into a fused qkv, as in the model: strided rows and heads
+    qkv = randn(rows, chunk, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    query, key, value = qkv.unbind(0)
+    query = query[:, :, -n_query:]
+    stored = [0, 1, 3, 4]  # offset 2 is a value token: no slot
+    first = 7
+    own_k, own_v = randn(rows, heads, slots, head_dim), randn(rows, heads, slots, head_dim)
+    shared_buffer = randn(2, n_env, heads, slots, head_dim)
+    shared = tuple(shared_buffer[:, :, :, :13].unbind(0))  # 13 of the buffer's slots in use
+    parent_buffer = randn(2, rows, heads, slots, head_dim)
+    parent = tuple(parent_buffer[:, : n_env * parents, :, :9].unbind(0))
+    visible = [first + sum(o <= i for o in stored) for i in range(chunk)][-n_query:]
+    return query, key, value, stored, first, own_k, own_v, shared, parent, visible
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("head_dim", [32, 12])  # the vectorised size and the plain loop
+@pytest.mark.parametrize("n_query", [1, 5])
+@pytest.mark.parametrize("segments", ["all", "own only", "no parent"])
+def test_kernel_equals_attention_written_out(kernel, dtype, head_dim, n_query, segments):
+    query, key, value, stored, first, own_k, own_v, shared, parent, visible = random_case(
+        dtype, head_dim, n_query=n_query
+    )
+    if segments != "all":
+        parent = None
+    if segments == "own only":
+        shared = None
+    children = 2 if parent is not None else 1
+    scale = head_dim**-0.5
+    expected, expected_k, expected_v = reference(
+        query, key, value, stored, first, own_k, own_v, shared, parent, 2, children, visible, scale
+    )
+    got = kernel.attend(
+        query, key, value, stored, first, own_k, own_v,
+        *(shared or (None, None)), *(parent or (None, None)), 2, children, visible, scale,
+    )  # fmt: skip
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, expected, **tolerance)
+    torch.testing.assert_close(own_k, expected_k, rtol=0, atol=0)  # new slots stored exactly
+    torch.testing.assert_close(own_v, expected_v, rtol=0, atol=0)
+
+
+def test_kernel_is_exact_softmax_at_extreme_scores(kernel):
+    """Large score gaps (probabilities near 0 and 1) and equal scores stay finite and normalised."""
+    query, key, value, stored, first, own_k, own_v, shared, parent, visible = random_case(
+        torch.float32, 32
+    )
+    query = query * 40  # scores in the hundreds: exp underflows for all but the best slot
+    expected, _, _ = reference(
+        query, key, value, stored, first, own_k, own_v, shared, parent, 2, 2, visible, 32**-0.5
+    )
+    got = kernel.attend(
+        query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2, visible, 32**-0.5
+    )
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_refuses_inconsistent_arguments(kernel):
+    query, key, value, stored, first, own_k, own_v, shared, parent, visible = random_case(
+        torch.float32, 32
+    )
+    with pytest.raises(RuntimeError, match="own_visible"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2,
+                      [*visible, 3], 0.1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="overflow"):
+        kernel.attend(query, key, value, stored, 39, own_k, own_v, *shared, *parent, 2, 2,
+                      visible, 0.1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="dtype"):
+        kernel.attend(query, key, value, stored, first, own_k.double(), own_v, *shared, *parent,
+                      2, 2, visible, 0.1)  # fmt: skip
+
+
+def test_choice_reads_the_environment(monkeypatch):
+    monkeypatch.setenv(cached_attention.ENV_VAR, "torch")
+    assert cached_attention.kernel_for(torch.device("cpu"), torch.float32) is None
+    monkeypatch.setenv(cached_attention.ENV_VAR, "fast")
+    with pytest.raises(TtrlError, match="TTRL_CACHED_ATTENTION='fast' is not one of"):
+        cached_attention.choice()
+    monkeypatch.setenv(cached_attention.ENV_VAR, "auto")
+    assert cached_attention.kernel_for(torch.device("cpu"), torch.float16) is None
+    assert cached_attention.kernel_for(torch.device("meta"), torch.float32) is None
+
+
+def test_a_failed_build_falls_back_to_torch_or_says_why(monkeypatch):
+    def broken():
+        raise OSError("g++: not found")
+
+    monkeypatch.setattr(cached_attention, "load_extension", broken)
+    monkeypatch.setattr(cached_attention, "_loaded", {})
+    monkeypatch.setenv(cached_attention.ENV_VAR, "auto")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cached_attention.kernel_for(torch.device("cpu"), torch.float32) is None
+    assert "did not build (g++: not found)" in str(caught[0].message)
+    monkeypatch.setenv(cached_attention.ENV_VAR, "compiled")
+    with pytest.raises(TtrlError, match="=compiled but the kernel did not build"):
+        cached_attention.kernel_for(torch.device("cpu"), torch.float32)
+
+
+def test_builds_are_named_by_source_and_cpu(monkeypatch):
+    name = cached_attention.extension_name()
+    monkeypatch.setattr(cached_attention, "_cpu_flags", lambda: "flags : another cpu")
+    assert cached_attention.extension_name() != name  # another CPU builds its own
+
+
+@pytest.mark.slow
+def test_a_build_lands_whole_in_the_kernel_folder(tmp_path, monkeypatch):
+    """A fresh build (half a minute) lands under its name; no scratch folder stays behind."""
+    monkeypatch.setenv("TTRL_KERNEL_DIR", str(tmp_path))
+    name = cached_attention.extension_name()
+    module = cached_attention.load_extension()
+    assert [p.name for p in tmp_path.iterdir()] == [f"{name}.so"]
+    assert callable(module.attend)

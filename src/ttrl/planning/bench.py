@@ -31,7 +31,12 @@ import torch
 
 from ttrl.errors import TtrlError
 from ttrl.planning.beam import BeamPlanner
-from ttrl.planning.bench_worker import REPLY, count_multiply_adds, time_plan_calls
+from ttrl.planning.bench_worker import (
+    REPLY,
+    attention_implementation,
+    count_multiply_adds,
+    time_plan_calls,
+)
 from ttrl.planning.config import ControllerConfig, PlannerConfig
 from ttrl.planning.context import PlanningContext
 
@@ -307,6 +312,7 @@ def _time_both(
         # n_envs episodes of 1000 steps, replanning every step, at this speed
         "episodes_of_1000_steps_s": round(cached_ms["mean"], 1),
         "same_plan_cached_vs_uncached": same_plan,
+        "cached_attention": attention_implementation(cached),
         **_compute_floor(model.config, cached.config, n_envs, cached_ms["mean"], counted, context),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
@@ -430,6 +436,8 @@ def compare_with_baseline(
             first[0]["first_action_tokens"] == first[1]["first_action_tokens"]
         ),
         "same_plan_current_vs_baseline": first[0]["plan_digest"] == first[1]["plan_digest"],
+        "cached_attention": first[0].get("cached_attention", "torch"),
+        "baseline_cached_attention": first[1].get("cached_attention", "torch"),
         **floor_now,
         "baseline_achieved_gflops": floor_then["achieved_gflops"],
         "baseline_counted_multiply_adds_per_decision": floor_then[

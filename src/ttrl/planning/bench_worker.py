@@ -53,6 +53,13 @@ def count_multiply_adds(fn: Callable[[], Any]) -> tuple[Any, int]:
     return result, int(counter.get_total_flops()) // 2
 
 
+def attention_implementation(planner: Any) -> str:
+    """How the planner's cache ran its attention: ``compiled`` (the CPU kernel) or ``torch``
+    (also for checkouts from before the kernel)."""
+    decoder = getattr(planner, "_cached_decoder", None)
+    return "compiled" if getattr(decoder, "kernel", None) is not None else "torch"
+
+
 def inputs_digest(model: Any, discretizer: Any, prefix: torch.Tensor) -> str:
     """A hash of the weights, bin edges and prefix: equal digests mean both sides plan the same inputs."""
     digest = hashlib.sha256()
@@ -131,6 +138,7 @@ class _Side:
             "window": self.window,
             "model": self.sizes,
             "torch_threads": torch.get_num_threads(),
+            "cached_attention": attention_implementation(self.planner),
         }
 
 

@@ -5,6 +5,7 @@
 // grouped matmul per segment, a concatenation, a softmax and a matmul per segment again, each a
 // small op with its own dispatch; here each (row, head, query) reads its segments in place.
 // The arithmetic is the cache's own attention: softmax(q k^T / sqrt(d)) v over the visible slots.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -234,32 +235,33 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
   auto out = torch::empty({rows, n_query, heads * d}, query.options());
   T* o = out.data_ptr<T>();
   const T* q = query.data_ptr<T>();
-  std::vector<T> scores;
-  Segment<T> segments[3];
   auto segment = [](const torch::Tensor& k, const torch::Tensor& v, int64_t row, int64_t length) {
     return Segment<T>{k.data_ptr<T>() + row * k.stride(0), v.data_ptr<T>() + row * v.stride(0),
                       k.stride(1), k.stride(2), length};
   };
   // Rows are [env, child, parent]; the children of a parent run one after another, so its plan
-  // is read from memory once for all of them.
-  for (int64_t job = 0; job < rows; ++job) {
-    const int64_t env = job / per_env, parent_in_env = job % per_env / children;
-    const int64_t member = job % children * parents_per_env + parent_in_env;  // row in its env
-    const int64_t r = env * per_env + member;
-    int n = 0;
-    if (shared) segments[n++] = segment(*shared_key, *shared_value, env, shared_key->size(2));
-    if (parent)
-      segments[n++] = segment(*parent_key, *parent_value, env * parents_per_env + parent_in_env,
-                              parent_key->size(2));
-    for (int64_t i = 0; i < n_query; ++i) {
-      segments[n] = segment(own_key, own_value, r, own_visible[i]);
-      for (int64_t h = 0; h < heads; ++h) {
-        const Query<T> one{q + r * query.stride(0) + h * query.stride(1) + i * query.stride(2),
-                           o + (r * n_query + i) * heads * d + h * d};
-        attend_one<T>(one, segments, n + 1, d, static_cast<T>(scale), h, scores);
+  // is read from memory once for all of them. Torch's threads share the rows.
+  at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
+    std::vector<T> scores;
+    Segment<T> segments[3];
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t env = job / per_env, parent_in_env = job % per_env / children;
+      const int64_t r = env * per_env + job % children * parents_per_env + parent_in_env;
+      int n = 0;
+      if (shared) segments[n++] = segment(*shared_key, *shared_value, env, shared_key->size(2));
+      if (parent)
+        segments[n++] = segment(*parent_key, *parent_value, env * parents_per_env + parent_in_env,
+                                parent_key->size(2));
+      for (int64_t i = 0; i < n_query; ++i) {
+        segments[n] = segment(own_key, own_value, r, own_visible[i]);
+        for (int64_t h = 0; h < heads; ++h) {
+          const Query<T> one{q + r * query.stride(0) + h * query.stride(1) + i * query.stride(2),
+                             o + (r * n_query + i) * heads * d + h * d};
+          attend_one<T>(one, segments, n + 1, d, static_cast<T>(scale), h, scores);
+        }
       }
     }
-  }
+  });
   return out;
 }
 

@@ -39,7 +39,8 @@ from ttrl.errors import TtrlError
 SOURCE = Path(__file__).with_name("cached_attention.cpp")
 CHOICES = ("auto", "torch", "compiled")
 ENV_VAR = "TTRL_CACHED_ATTENTION"
-FLAGS = ("-O3", "-march=native")  # built on the machine that runs it, for its own CPU
+# Built on the machine that runs it, for its own CPU; OpenMP is torch's own (its libgomp is loaded).
+FLAGS = ("-O3", "-march=native", "-fopenmp")
 
 _loaded: dict[str, ModuleType | None] = {}
 
@@ -126,6 +127,7 @@ def _build(name: str, target: Path) -> ModuleType:
             name=name,
             sources=[str(SOURCE)],
             extra_cflags=list(FLAGS),
+            extra_ldflags=["-fopenmp"],
             build_directory=str(scratch),
             verbose=False,
         )

@@ -12,6 +12,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the planner's attention kernel once, up front (about 30 s on a fresh machine), so that
+    no test, and no subprocess a test starts, pays for the build inside its own time limit."""
+    from ttrl.planning import cached_attention
+
+    if cached_attention.choice() != "torch":
+        cached_attention.kernel_for(torch.device("cpu"), torch.float32)
+
+
 @pytest.fixture
 def minari_root(tmp_path, monkeypatch):
     """A fresh, empty Minari datasets root for one test."""

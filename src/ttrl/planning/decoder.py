@@ -21,6 +21,10 @@ products, with its own bookkeeping:
 - a goal-conditioned model's goal is the first ``G`` window positions, fed with the window's prefix
   part and shared per environment like it; the window's crop never removes it.
 
+On the CPU the attention (storing a chunk's keys/values and the products over the segments) is one
+call of the compiled kernel of :mod:`ttrl.planning.cached_attention` per layer; elsewhere, or where
+it cannot be built, it is the torch ops of :meth:`CachedDecoder.attend`. Both see the same buffers.
+
 Logits equal the model's up to floating-point summation order (the planner built on this decoder is
 tested against the plain algorithm in float64).
 """

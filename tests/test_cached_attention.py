@@ -121,6 +121,12 @@ def test_kernel_refuses_inconsistent_arguments(kernel):
     with pytest.raises(RuntimeError, match="overflow"):
         kernel.attend(query, key, value, stored, 39, own_k, own_v, *shared, *parent, 2, 2,
                       visible, 0.1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="parent segment's keys and values must be alike"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, *shared,
+                      parent[0][:2], parent[1][:2], 2, 2, visible, 0.1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="keys and values come together"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, shared[0], None, *parent,
+                      2, 2, visible, 0.1)  # fmt: skip
     with pytest.raises(RuntimeError, match="dtype"):
         kernel.attend(query, key, value, stored, first, own_k.double(), own_v, *shared, *parent,
                       2, 2, visible, 0.1)  # fmt: skip

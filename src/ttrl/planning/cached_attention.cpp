@@ -285,8 +285,24 @@ torch::Tensor attend(torch::Tensor query, torch::Tensor key, torch::Tensor value
   check_slots(value, "value", query);
   check_slots(own_key, "own_key", query);
   check_slots(own_value, "own_value", query);
-  for (const auto& t : {shared_key, shared_value, parent_key, parent_value})
-    if (t.has_value()) check_slots(*t, "a shared or parent segment", query);
+  const int64_t rows = query.size(0), per_env = rows / n_env;
+  TORCH_CHECK(key.size(0) == rows && value.size(0) == rows && key.sizes() == value.sizes(),
+              "key and value must have the query's rows");
+  TORCH_CHECK(own_key.size(0) >= rows && own_key.sizes() == own_value.sizes(),
+              "own_key and own_value must be alike, with a slot row for every query row");
+  // a segment's keys and values come together, with a row for every environment (or parent)
+  const auto check_segment = [&](const c10::optional<torch::Tensor>& k,
+                                 const c10::optional<torch::Tensor>& v, int64_t needed,
+                                 const char* name) {
+    TORCH_CHECK(k.has_value() == v.has_value(), name, " keys and values come together");
+    if (!k.has_value()) return;
+    check_slots(*k, name, query);
+    check_slots(*v, name, query);
+    TORCH_CHECK(k->sizes() == v->sizes() && k->size(0) >= needed, name,
+                " keys and values must be alike, with a row for each of its ", needed, " users");
+  };
+  check_segment(shared_key, shared_value, n_env, "the shared segment's");
+  check_segment(parent_key, parent_value, n_env * (per_env / children), "the parent segment's");
   const int64_t slots = own_key.size(2);
   TORCH_CHECK(first + static_cast<int64_t>(stored.size()) <= slots, "own slots overflow");
   for (int64_t v : own_visible) TORCH_CHECK(v >= 0 && v <= slots, "own_visible out of range");

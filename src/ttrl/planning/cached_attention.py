@@ -149,4 +149,6 @@ def _cpu_flags() -> str:
 
 def _one_line(error: BaseException) -> str:
     text = " ".join(str(error).split())
-    return text[:300] + ("…" if len(text) > 300 else "") or type(error).__name__
+    if not text:
+        return type(error).__name__
+    return text if len(text) <= 300 else text[:300] + "…"

@@ -238,6 +238,7 @@ class CachedDecoder:
     def _attend_compiled(self, layer: int, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """:meth:`attend` as one call of the compiled kernel (same segments, same slots)."""
         rows, n_query = key.shape[0], query.shape[2]
+        _, _, first, _, _ = self._chunk
         current = self.own[self.current, layer]
         own = self.child[layer] if self.children > 1 else current
         shared = parent = (None, None)
@@ -250,7 +251,7 @@ class CachedDecoder:
             key,
             value,
             self._stored_offsets,
-            self._chunk[2],
+            first,
             own[0, :rows],
             own[1, :rows],
             *shared,

@@ -18,7 +18,11 @@ def kernel():
 
 def reference(query, key, value, stored, first, own_k, own_v, shared, parent, n_env, children,
               own_visible, scale):  # fmt: skip
-    """Each (row, query) gathers the slots it sees and takes softmax(q k^T * scale) v."""
+    """Each (row, query) gathers the slots it sees and takes softmax(q k^T * scale) v.
+
+    ``shared``/``parent`` are (keys, values, slots in use) or None; the result is laid out like the
+    kernel's, ``[rows, heads, queries, head_dim]``.
+    """
     own_k, own_v = own_k.clone(), own_v.clone()
     for i, offset in enumerate(stored):
         own_k[:, :, first + i] = key[:, :, offset]
@@ -30,18 +34,18 @@ def reference(query, key, value, stored, first, own_k, own_v, shared, parent, n_
         env, member = divmod(r, per_env)
         keys, values = [], []
         if shared is not None:
-            keys.append(shared[0][env])
-            values.append(shared[1][env])
+            keys.append(shared[0][env, :, : shared[2]])
+            values.append(shared[1][env, :, : shared[2]])
         if parent is not None:
             p = env * (per_env // children) + member % (per_env // children)
-            keys.append(parent[0][p])
-            values.append(parent[1][p])
+            keys.append(parent[0][p, :, : parent[2]])
+            values.append(parent[1][p, :, : parent[2]])
         for i in range(n_query):
             k = torch.cat([*keys, own_k[r, :, : own_visible[i]]], dim=1)  # [heads, slots, d]
             v = torch.cat([*values, own_v[r, :, : own_visible[i]]], dim=1)
             weights = (query[r, :, i, None] @ k.transpose(1, 2) * scale).softmax(-1)
             out[r, i] = (weights @ v).reshape(-1)
-    return out, own_k, own_v
+    return out.view(rows, n_query, heads, d).transpose(1, 2), own_k, own_v
 
 
 def random_case(dtype, head_dim, n_env=2, parents=3, children=2, n_query=1, generator=None):
@@ -60,10 +64,9 @@ def random_case(dtype, head_dim, n_env=2, parents=3, children=2, n_query=1, gene
     stored = [0, 1, 3, 4]  # offset 2 is a value token: no slot
     first = 7
     own_k, own_v = randn(rows, heads, slots, head_dim), randn(rows, heads, slots, head_dim)
-    shared_buffer = randn(2, n_env, heads, slots, head_dim)
-    shared = tuple(shared_buffer[:, :, :, :13].unbind(0))  # 13 of the buffer's slots in use
-    parent_buffer = randn(2, rows, heads, slots, head_dim)
-    parent = tuple(parent_buffer[:, : n_env * parents, :, :9].unbind(0))
+    # whole buffers (more rows and slots than in use) and the slots to read of each
+    shared = (*randn(2, n_env, heads, slots, head_dim).unbind(0), 13)
+    parent = (*randn(2, rows, heads, slots, head_dim).unbind(0), 9)
     visible = [first + sum(o <= i for o in stored) for i in range(chunk)][-n_query:]
     return query, key, value, stored, first, own_k, own_v, shared, parent, visible
 
@@ -87,7 +90,7 @@ def test_kernel_equals_attention_written_out(kernel, dtype, head_dim, n_query, s
     )
     got = kernel.attend(
         query, key, value, stored, first, own_k, own_v,
-        *(shared or (None, None)), *(parent or (None, None)), 2, children, visible, scale,
+        *(shared or (None, None, 0)), *(parent or (None, None, 0)), 2, children, visible, scale,
     )  # fmt: skip
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
     torch.testing.assert_close(got, expected, **tolerance)
@@ -123,10 +126,13 @@ def test_kernel_refuses_inconsistent_arguments(kernel):
                       visible, 0.1)  # fmt: skip
     with pytest.raises(RuntimeError, match="parent segment's keys and values must be alike"):
         kernel.attend(query, key, value, stored, first, own_k, own_v, *shared,
-                      parent[0][:2], parent[1][:2], 2, 2, visible, 0.1)  # fmt: skip
+                      parent[0][:2], parent[1][:2], 9, 2, 2, visible, 0.1)  # fmt: skip
+    with pytest.raises(RuntimeError, match="slot count exceeds its buffer"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, shared[0], shared[1], 41,
+                      *parent, 2, 2, visible, 0.1)  # fmt: skip
     with pytest.raises(RuntimeError, match="keys and values come together"):
-        kernel.attend(query, key, value, stored, first, own_k, own_v, shared[0], None, *parent,
-                      2, 2, visible, 0.1)  # fmt: skip
+        kernel.attend(query, key, value, stored, first, own_k, own_v, shared[0], None, 13,
+                      *parent, 2, 2, visible, 0.1)  # fmt: skip
     with pytest.raises(RuntimeError, match="dtype"):
         kernel.attend(query, key, value, stored, first, own_k.double(), own_v, *shared, *parent,
                       2, 2, visible, 0.1)  # fmt: skip

@@ -542,6 +542,30 @@ def test_decoder_expanded_candidates_read_their_parents_cache(decoding_model):
         torch.testing.assert_close(decoder.feed(sequences[:, -1:]), model(sequences).logits[:, -1])
 
 
+def test_decoder_copies_a_reorder_only_when_it_is_read(model):
+    """select_rows defers its copy: a reset (the window sliding) drops it unread; a feed makes it."""
+    from ttrl.planning.decoder import CachedDecoder
+
+    n_env, rows = 1, 4
+    decoder = CachedDecoder(model, n_env, rows, model.config.block_size)
+    prefix = torch.randint(0, N, (n_env, T + S), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        decoder.feed(prefix)  # one row, T + S - 1 slots (its value token has none)
+        slots = decoder.own_slots
+        target = decoder.own[1 - decoder.current, :, :, :rows, :, :slots]  # where rows go
+        target.fill_(float("nan"))
+        decoder.select_rows(torch.zeros(rows, dtype=torch.long))
+        decoder.reset()  # the window slid: the reorder is never read
+        assert target.isnan().all()
+        decoder.feed(prefix)
+        decoder.select_rows(torch.zeros(rows, dtype=torch.long))
+        decoder.own[decoder.current, :, :, :rows, :, :slots].fill_(float("nan"))
+        decoder.feed(torch.zeros(rows, 1, dtype=torch.long))  # read: copied first
+        copied = decoder.own[decoder.current, :, :, :rows, :, :slots]
+        source = decoder.own[1 - decoder.current, :, :, :1, :, :slots]
+        assert torch.equal(copied, source.expand_as(copied))
+
+
 class LowestRewardScorer:
     """A toy third objective: the plan whose rewards so far sum lowest wins. Records its inputs."""
 

@@ -222,16 +222,17 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
                            int64_t first, const torch::Tensor& own_key,
                            const torch::Tensor& own_value,
                            const c10::optional<torch::Tensor>& shared_key,
-                           const c10::optional<torch::Tensor>& shared_value,
+                           const c10::optional<torch::Tensor>& shared_value, int64_t shared_slots,
                            const c10::optional<torch::Tensor>& parent_key,
-                           const c10::optional<torch::Tensor>& parent_value, int64_t n_env,
-                           int64_t children, const std::vector<int64_t>& own_visible, double scale) {
+                           const c10::optional<torch::Tensor>& parent_value, int64_t parent_slots,
+                           int64_t n_env, int64_t children, const std::vector<int64_t>& own_visible,
+                           double scale) {
   const int64_t rows = query.size(0), heads = query.size(1), n_query = query.size(2);
   const int64_t d = query.size(3), per_env = rows / n_env, parents_per_env = per_env / children;
   store_slots<T>(key, own_key, stored, first);
   store_slots<T>(value, own_value, stored, first);
-  const bool shared = shared_key.has_value() && shared_key->size(2) > 0;
-  const bool parent = parent_key.has_value() && parent_key->size(2) > 0;
+  const bool shared = shared_key.has_value() && shared_slots > 0;
+  const bool parent = parent_key.has_value() && parent_slots > 0;
   auto out = torch::empty({rows, n_query, heads * d}, query.options());
   T* o = out.data_ptr<T>();
   const T* q = query.data_ptr<T>();
@@ -248,10 +249,10 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
       const int64_t env = job / per_env, parent_in_env = job % per_env / children;
       const int64_t r = env * per_env + job % children * parents_per_env + parent_in_env;
       int n = 0;
-      if (shared) segments[n++] = segment(*shared_key, *shared_value, env, shared_key->size(2));
+      if (shared) segments[n++] = segment(*shared_key, *shared_value, env, shared_slots);
       if (parent)
         segments[n++] = segment(*parent_key, *parent_value, env * parents_per_env + parent_in_env,
-                                parent_key->size(2));
+                                parent_slots);
       for (int64_t i = 0; i < n_query; ++i) {
         segments[n] = segment(own_key, own_value, r, own_visible[i]);
         for (int64_t h = 0; h < heads; ++h) {
@@ -262,7 +263,8 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
       }
     }
   });
-  return out;
+  // [rows, heads, queries, head_dim], the layout the model's attention returns: a view
+  return out.view({rows, n_query, heads, d}).transpose(1, 2);
 }
 
 }  // namespace
@@ -271,10 +273,11 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
 torch::Tensor attend(torch::Tensor query, torch::Tensor key, torch::Tensor value,
                      std::vector<int64_t> stored, int64_t first, torch::Tensor own_key,
                      torch::Tensor own_value, c10::optional<torch::Tensor> shared_key,
-                     c10::optional<torch::Tensor> shared_value,
+                     c10::optional<torch::Tensor> shared_value, int64_t shared_slots,
                      c10::optional<torch::Tensor> parent_key,
-                     c10::optional<torch::Tensor> parent_value, int64_t n_env, int64_t children,
-                     std::vector<int64_t> own_visible, double scale) {
+                     c10::optional<torch::Tensor> parent_value, int64_t parent_slots,
+                     int64_t n_env, int64_t children, std::vector<int64_t> own_visible,
+                     double scale) {
   TORCH_CHECK(query.dim() == 4 && query.stride(3) == 1 && query.device().is_cpu(),
               "query must be a CPU tensor [rows, heads, queries, head_dim]");
   TORCH_CHECK(static_cast<int64_t>(own_visible.size()) == query.size(2),
@@ -293,28 +296,31 @@ torch::Tensor attend(torch::Tensor query, torch::Tensor key, torch::Tensor value
   // a segment's keys and values come together, with a row for every environment (or parent)
   const auto check_segment = [&](const c10::optional<torch::Tensor>& k,
                                  const c10::optional<torch::Tensor>& v, int64_t needed,
-                                 const char* name) {
+                                 int64_t length, const char* name) {
     TORCH_CHECK(k.has_value() == v.has_value(), name, " keys and values come together");
+    TORCH_CHECK(length >= 0, name, " slot count must not be negative");
     if (!k.has_value()) return;
     check_slots(*k, name, query);
     check_slots(*v, name, query);
     TORCH_CHECK(k->sizes() == v->sizes() && k->size(0) >= needed, name,
                 " keys and values must be alike, with a row for each of its ", needed, " users");
+    TORCH_CHECK(length <= k->size(2), name, " slot count exceeds its buffer");
   };
-  check_segment(shared_key, shared_value, n_env, "the shared segment's");
-  check_segment(parent_key, parent_value, n_env * (per_env / children), "the parent segment's");
+  check_segment(shared_key, shared_value, n_env, shared_slots, "the shared segment's");
+  check_segment(parent_key, parent_value, n_env * (per_env / children), parent_slots,
+                "the parent segment's");
   const int64_t slots = own_key.size(2);
   TORCH_CHECK(first + static_cast<int64_t>(stored.size()) <= slots, "own slots overflow");
   for (int64_t v : own_visible) TORCH_CHECK(v >= 0 && v <= slots, "own_visible out of range");
   for (int64_t s : stored) TORCH_CHECK(s >= 0 && s < key.size(2), "stored offset out of range");
   if (query.scalar_type() == torch::kFloat)
     return attend_typed<float>(query, key, value, stored, first, own_key, own_value, shared_key,
-                               shared_value, parent_key, parent_value, n_env, children,
-                               own_visible, scale);
+                               shared_value, shared_slots, parent_key, parent_value, parent_slots,
+                               n_env, children, own_visible, scale);
   TORCH_CHECK(query.scalar_type() == torch::kDouble, "float32 or float64 only");
   return attend_typed<double>(query, key, value, stored, first, own_key, own_value, shared_key,
-                              shared_value, parent_key, parent_value, n_env, children, own_visible,
-                              scale);
+                              shared_value, shared_slots, parent_key, parent_value, parent_slots,
+                              n_env, children, own_visible, scale);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

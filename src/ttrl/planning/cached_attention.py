@@ -131,7 +131,8 @@ def _build(name: str, target: Path) -> ModuleType:
             build_directory=str(scratch),
             verbose=False,
         )
-        os.replace(scratch / f"{name}.so", target)  # whole or not at all
+        # torch names a second build of the same name in one process name_v1: take what it made
+        os.replace(module.__file__, target)  # whole or not at all
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return module

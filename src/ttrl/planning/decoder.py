@@ -77,7 +77,26 @@ class CachedDecoder:
         self.current = 0
         # one compiled call per layer and chunk on the CPU (ttrl.planning.cached_attention)
         self.kernel = kernel_for(parameter.device, parameter.dtype)
+        self._kernel_buffers = self._whole_buffers(n_layer) if self.kernel is not None else None
         self.reset()
+
+    def _whole_buffers(self, n_layer: int) -> list[list[list[tuple[Tensor, ...]]]]:
+        """``[current][expanded][layer]``: the kernel's (own, shared, parent) key/value buffers,
+        whole; it is told how many slots of each to read, so these views are made once."""
+        return [
+            [
+                [
+                    (
+                        *(self.child[layer] if expanded else self.own[current, layer]).unbind(0),
+                        *self.shared[layer].unbind(0),
+                        *self.own[current, layer].unbind(0),
+                    )
+                    for layer in range(n_layer)
+                ]
+                for expanded in (False, True)
+            ]
+            for current in (0, 1)
+        ]
 
     def reset(self) -> None:
         """Forget everything: the next token fed is at window position 0."""
@@ -87,9 +106,11 @@ class CachedDecoder:
         self.rows = self.n_env
         self.children = 1  # candidates per beam since the last expand (1: not expanded)
         self.child_slots = 0
+        self._pending: tuple | None = None  # a reorder not yet copied (see select_rows)
 
     def share(self) -> None:
         """Turn what was fed so far (one row per environment) into the shared prefix part."""
+        self._copy_pending()
         slots = self.own_slots
         self.shared[:, :, :, :, :slots] = self.own[self.current, :, :, : self.n_env, :, :slots]
         self.shared_slots, self.own_slots = slots, 0
@@ -102,30 +123,45 @@ class CachedDecoder:
 
     def select_rows(self, rows: Tensor) -> None:
         """Keep/reorder rows: row ``i`` becomes old row ``rows[i]`` (same environment). After an
-        expand, the kept candidates get their parent's keys/values plus their own new ones."""
+        expand, the kept candidates get their parent's keys/values plus their own new ones.
+
+        The copy waits for the next feed: when the window slides first (a :meth:`reset`, as after
+        every planning step once the window is full), the kept rows are rebuilt and never copied.
+        """
+        self._copy_pending()
         slots, target, n = self.own_slots, 1 - self.current, rows.shape[0]
         sources = rows
         if self.children > 1:
             per_env = self.rows // self.n_env
             parents_per_env = per_env // self.children
             sources = rows // per_env * parents_per_env + rows % parents_per_env
+        if slots or self.child_slots:
+            self._pending = (rows, sources, slots, self.child_slots, target)
+        self.own_slots += self.child_slots
+        self.children, self.child_slots = 1, 0
+        self.current, self.rows = target, n
+
+    def _copy_pending(self) -> None:
+        """Carry out the last :meth:`select_rows`: gather the kept rows into the other buffer."""
+        if self._pending is None:
+            return
+        rows, sources, slots, child_slots, target = self._pending
+        self._pending = None
+        n = rows.shape[0]
         if slots:
             torch.index_select(
-                self.own[self.current, :, :, :, :, :slots],
+                self.own[1 - target, :, :, :, :, :slots],
                 2,
                 sources,
                 out=self.own[target, :, :, :n, :, :slots],
             )
-        if self.child_slots:
+        if child_slots:
             torch.index_select(
-                self.child[:, :, :, :, : self.child_slots],
+                self.child[:, :, :, :, :child_slots],
                 2,
                 rows,
-                out=self.own[target, :, :, :n, :, slots : slots + self.child_slots],
+                out=self.own[target, :, :, :n, :, slots : slots + child_slots],
             )
-        self.own_slots += self.child_slots
-        self.children, self.child_slots = 1, 0
-        self.current, self.rows = target, n
 
     def feed(self, tokens: Tensor, logits: bool = True) -> Tensor | None:
         """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last.
@@ -142,6 +178,7 @@ class CachedDecoder:
     # ---------------------------------------------------------------- the AttentionCache protocol
     def start_chunk(self, positions: Tensor) -> None:
         """Which new tokens get a key slot (not value tokens), and causality inside the chunk."""
+        self._copy_pending()
         device, length = positions.device, positions.shape[0]
         # Value keys are never attended to, so they get no slot; known on the host: no device sync.
         value = self.layout.is_value_position
@@ -237,32 +274,29 @@ class CachedDecoder:
 
     def _attend_compiled(self, layer: int, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """:meth:`attend` as one call of the compiled kernel (same segments, same slots)."""
-        rows, n_query = key.shape[0], query.shape[2]
-        _, _, first, _, _ = self._chunk
-        current = self.own[self.current, layer]
-        own = self.child[layer] if self.children > 1 else current
-        shared = parent = (None, None)
-        if self.shared_slots:
-            shared = self.shared[layer, :, :, :, : self.shared_slots].unbind(0)
-        if self.children > 1 and self.own_slots:
-            parent = current[:, : rows // self.children, :, : self.own_slots].unbind(0)
-        attended = self.kernel.attend(
+        expanded = self.children > 1
+        own_k, own_v, shared_k, shared_v, parent_k, parent_v = self._kernel_buffers[self.current][
+            expanded
+        ][layer]
+        return self.kernel.attend(
             query,
             key,
             value,
             self._stored_offsets,
-            first,
-            own[0, :rows],
-            own[1, :rows],
-            *shared,
-            *parent,
+            self._chunk[2],  # the chunk's first own slot
+            own_k,
+            own_v,
+            shared_k,
+            shared_v,
+            self.shared_slots,
+            parent_k,
+            parent_v,
+            self.own_slots if expanded else 0,
             self.n_env,
             self.children,
-            self._own_visible[-n_query:],
+            self._own_visible[-query.shape[2] :],
             self.scale,
         )
-        # [rows, queries, heads * head_dim] is what the model reshapes the result into: a view
-        return attended.view(rows, n_query, self.n_head, self.head_dim).transpose(1, 2)
 
     def _group(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:
         """``[rows, heads, L, k]`` -> ``[groups, heads, members * L, k]``: rows are laid out

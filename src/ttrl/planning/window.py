@@ -96,10 +96,13 @@ class ModelWindow:
         return self._feed_plans(sequences, max(start, shared_end), length, row_env)
 
     def _feed_plans(self, sequences: Tensor, begin: int, end: int, row_env: Tensor) -> Tensor:
-        """Feed the beams' tokens ``[begin, end)`` one transition at a time, each distinct history
-        once: beams descending from the same earlier plan share its keys/values."""
-        T = self.transition_dim
-        cuts = [begin, *range((begin // T + 1) * T, end, T), end]
+        """Feed the beams' tokens ``[begin, end)`` an observation or an action-reward-value at a
+        time, each distinct history once: beams descending from the same earlier plan share its
+        keys/values, and the candidates of one beam share the observation they were expanded at."""
+        T, S = self.transition_dim, self.layout.observation_dim
+        starts = range(begin // T * T, end, T)
+        inner = sorted(cut for t in starts for cut in (t, t + S) if begin < cut < end)
+        cuts = [begin, *inner, end]
         group = row_env  # each beam's history so far: only its environment's prefix
         for chunk_start, chunk_end in itertools.pairwise(cuts):
             history = sequences[:, begin:chunk_end]

@@ -167,9 +167,16 @@ class CachedDecoder:
         """Run ``tokens [rows, L]`` at the next window positions; logits ``[rows, N+1]`` of the last.
 
         The model runs its own blocks with this decoder as its attention cache; only the last
-        token's output of the last layer is computed. With ``logits=False`` no head is applied.
+        token's output of the last layer is computed. With ``logits=False`` no head is applied, and
+        a value token at the end is not run at all: no query reads its key and no logits are
+        wanted from it, so it only takes its position.
         """
         self.rows = tokens.shape[0]
+        if not logits and self.layout.is_value_position(self.length + tokens.shape[1] - 1):
+            if tokens.shape[1] > 1:
+                self.model.run(tokens[:, :-1], self, last_only=True)
+            self.length += 1
+            return None
         x, _, _ = self.model.run(tokens, self, last_only=True)
         if not logits:
             return None

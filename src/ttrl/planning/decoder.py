@@ -12,12 +12,14 @@ products, with its own bookkeeping:
   environment) are stored once per environment; every beam's queries attend to them in one batched
   product per environment;
 - each beam's own tokens (its plan) are stored per row in preallocated buffers written in place;
-  reorders of beams gather only these rows, into a second buffer (ping-pong);
+  reorders of beams gather only these rows, into a second buffer (ping-pong), and only when the
+  next token needs them (a window slide discards the kept beams' keys/values before any is read);
 - when each beam is expanded into ``n_expand`` candidates, the candidates keep reading their parent's
   keys/values (grouped per parent, one batched product) and only their new tokens are stored per
   candidate, until the best candidates are kept and become the new beams;
 - value-token keys are never attended to by any query (the model's attention mask), so they are not
-  stored at all; the only mask left is causality inside a multi-token chunk;
+  stored at all, and a value token that ends a chunk fed without logits is not run; the only mask
+  left is causality inside a multi-token chunk;
 - a goal-conditioned model's goal is the first ``G`` window positions, fed with the window's prefix
   part and shared per environment like it; the window's crop never removes it.
 

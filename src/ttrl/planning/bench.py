@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -39,6 +38,7 @@ from ttrl.planning.bench_worker import (
 )
 from ttrl.planning.config import ControllerConfig, PlannerConfig
 from ttrl.planning.context import PlanningContext
+from ttrl.threads import torch_threads
 
 
 def build_random_planner_inputs(
@@ -250,17 +250,6 @@ def benchmark_planner(
             n_envs,
             torch.device(device),
         )
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run with ``threads`` torch threads (None: leave as is), restoring the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _time_both(

@@ -42,6 +42,7 @@ from torch import Tensor
 
 from ttrl.errors import TtrlError
 from ttrl.planning.cached_attention import kernel_for
+from ttrl.threads import threads_for_call, threads_wait_passively, torch_threads
 
 
 class CachedDecoder:
@@ -79,6 +80,8 @@ class CachedDecoder:
         self.current = 0
         # one compiled call per layer and chunk on the CPU (ttrl.planning.cached_attention)
         self.kernel = kernel_for(parameter.device, parameter.dtype)
+        # small feeds on one thread while OpenMP threads sleep between ops (ttrl.threads)
+        self.passive_threads = parameter.device.type == "cpu" and threads_wait_passively()
         self._kernel_buffers = self._whole_buffers(n_layer) if self.kernel is not None else None
         self.reset()
 
@@ -171,8 +174,13 @@ class CachedDecoder:
         The model runs its own blocks with this decoder as its attention cache; only the last
         token's output of the last layer is computed. With ``logits=False`` no head is applied, and
         a value token at the end is not run at all: no query reads its key and no logits are
-        wanted from it, so it only takes its position.
+        wanted from it, so it only takes its position. A small feed runs on one torch thread while
+        idle threads wait passively (:func:`ttrl.threads.threads_for_call`).
         """
+        with torch_threads(threads_for_call(tokens.numel(), self.passive_threads)):
+            return self._feed(tokens, logits)
+
+    def _feed(self, tokens: Tensor, logits: bool) -> Tensor | None:
         self.rows = tokens.shape[0]
         if not logits and self.layout.is_value_position(self.length + tokens.shape[1] - 1):
             if tokens.shape[1] > 1:

@@ -173,9 +173,13 @@ def test_builds_are_named_by_source_and_cpu(monkeypatch):
 
 @pytest.mark.slow
 def test_a_build_lands_whole_in_the_kernel_folder(tmp_path, monkeypatch):
-    """A fresh build (half a minute) lands under its name; no scratch folder stays behind."""
+    """A fresh build (half a minute) lands under its name, replacing a stray file of that name; no
+    scratch folder stays behind, and the file it leaves imports."""
     monkeypatch.setenv("TTRL_KERNEL_DIR", str(tmp_path))
-    name = cached_attention.extension_name()
+    name = cached_attention.extension_name() + "_landing"  # new to this process: no name_v1
+    monkeypatch.setattr(cached_attention, "extension_name", lambda: name)
+    (tmp_path / f"{name}.so").write_bytes(b"not a shared library")
     module = cached_attention.load_extension()
     assert [p.name for p in tmp_path.iterdir()] == [f"{name}.so"]
     assert callable(module.attend)
+    assert callable(cached_attention.load_extension().attend)  # the file it left, imported

@@ -106,9 +106,12 @@ def load_extension() -> ModuleType:
     built = folder / f"{name}.so"
     if not built.exists():
         return _build(name, built)
-    spec = importlib.util.spec_from_file_location(name, built)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec = importlib.util.spec_from_file_location(name, built)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError:  # not the build it is named after (a stray file): build it anew
+        return _build(name, built)
     return module
 
 
@@ -131,8 +134,10 @@ def _build(name: str, target: Path) -> ModuleType:
             build_directory=str(scratch),
             verbose=False,
         )
-        # torch names a second build of the same name in one process name_v1: take what it made
-        os.replace(module.__file__, target)  # whole or not at all
+        # torch names a second build of the same name in one process name_v1: such a module
+        # cannot be imported under the file's name later, so it is used but not kept
+        if module.__name__ == name:
+            os.replace(module.__file__, target)  # whole or not at all
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return module

@@ -17,11 +17,12 @@ def kernel():
 
 
 def reference(query, key, value, stored, first, own_k, own_v, shared, parent, n_env, children,
-              own_visible, scale):  # fmt: skip
+              own_visible, scale, history=None):  # fmt: skip
     """Each (row, query) gathers the slots it sees and takes softmax(q k^T * scale) v.
 
-    ``shared``/``parent`` are (keys, values, slots in use) or None; the result is laid out like the
-    kernel's, ``[rows, heads, queries, head_dim]``.
+    ``shared``/``parent`` are (keys, values, slots in use) or None; ``history`` maps a beam (a
+    child's parent) to its history's (keys, values) ``[heads, slots, head_dim]``, or is None. The
+    result is laid out like the kernel's, ``[rows, heads, queries, head_dim]``.
     """
     own_k, own_v = own_k.clone(), own_v.clone()
     for i, offset in enumerate(stored):
@@ -36,8 +37,11 @@ def reference(query, key, value, stored, first, own_k, own_v, shared, parent, n_
         if shared is not None:
             keys.append(shared[0][env, :, : shared[2]])
             values.append(shared[1][env, :, : shared[2]])
+        p = env * (per_env // children) + member % (per_env // children)
+        if history is not None:
+            keys.append(history(p)[0])
+            values.append(history(p)[1])
         if parent is not None:
-            p = env * (per_env // children) + member % (per_env // children)
             keys.append(parent[0][p, :, : parent[2]])
             values.append(parent[1][p, :, : parent[2]])
         for i in range(n_query):
@@ -96,6 +100,58 @@ def test_kernel_equals_attention_written_out(kernel, dtype, head_dim, n_query, s
     torch.testing.assert_close(got, expected, **tolerance)
     torch.testing.assert_close(own_k, expected_k, rtol=0, atol=0)  # new slots stored exactly
     torch.testing.assert_close(own_v, expected_v, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_query", [1, 5])
+def test_kernel_reads_history_levels_in_place(kernel, dtype, n_query):
+    """Rows read their history (one run per level, shared by the beams that have it) where it lies
+    in the pools: the same as attending to it written out before the parent's and own slots."""
+    g = torch.Generator().manual_seed(5)
+    query, key, value, stored, first, own_k, own_v, shared, parent, visible = random_case(
+        dtype, 32, n_query=n_query, generator=g
+    )
+    heads, d, beams = 4, 32, 6  # 2 environments of 3 parents, each with 2 children
+    lengths, groups = [4, 3], [3, beams]
+    sizes = [n * heads * length * d for n, length in zip(groups, lengths, strict=True)]
+    offsets = [5, 5 + sizes[0] + 7]  # levels anywhere in the pools
+    pools = torch.randn(2, offsets[1] + sizes[1] + 2, generator=g, dtype=dtype)
+    row_groups = torch.stack(
+        [torch.randint(0, n, (beams,), generator=g) for n in groups], dim=1
+    ).contiguous()
+
+    def history(beam):
+        runs = [
+            pools[:, offset : offset + size].view(2, n, heads, length, d)[:, row_groups[beam, c]]
+            for c, (offset, size, n, length) in enumerate(
+                zip(offsets, sizes, groups, lengths, strict=True)
+            )
+        ]
+        return torch.cat(runs, dim=2).unbind(0)  # keys, values [heads, slots, d]
+
+    expected, _, _ = reference(
+        query, key, value, stored, first, own_k, own_v, shared, parent, 2, 2, visible,
+        32**-0.5, history,
+    )  # fmt: skip
+    got = kernel.attend(
+        query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2, visible,
+        32**-0.5, *pools, offsets, lengths, groups, row_groups,
+    )  # fmt: skip
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {}
+    torch.testing.assert_close(got, expected, **tolerance)
+    with pytest.raises(RuntimeError, match="names a run its level does not hold"):
+        bad = row_groups.clone()
+        bad[2, 0] = groups[0]
+        kernel.attend(query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2,
+                      visible, 0.1, *pools, offsets, lengths, groups, bad)  # fmt: skip
+    with pytest.raises(RuntimeError, match="history level 1 lies outside its pool"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2,
+                      visible, 0.1, *pools, [offsets[0], offsets[1] + 3], lengths, groups,
+                      row_groups)  # fmt: skip
+    with pytest.raises(RuntimeError, match="a row for every beam"):
+        kernel.attend(query, key, value, stored, first, own_k, own_v, *shared, *parent, 2, 2,
+                      visible, 0.1, *pools, offsets, lengths, groups,
+                      row_groups[:4].contiguous())  # fmt: skip
 
 
 def test_kernel_is_exact_softmax_at_extreme_scores(kernel):

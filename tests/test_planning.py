@@ -566,6 +566,56 @@ def test_decoder_copies_a_reorder_only_when_it_is_read(model):
         assert torch.equal(copied, source.expand_as(copied))
 
 
+def test_rebuild_keeps_each_distinct_history_once_and_equals_the_model(decoding_model):
+    """A window rebuild feeds each distinct beam history once (with the compiled kernel as history
+    levels that rows read in place, copying nothing); every later step, expand and reorder still
+    gives the model's own logits on the whole sequence."""
+    from ttrl.planning.decoder import CachedDecoder
+    from ttrl.planning.window import ModelWindow
+
+    model = decoding_model
+    generator = torch.Generator().manual_seed(4)
+
+    def tokens(rows, length):
+        return torch.randint(0, N, (rows, length), generator=generator)
+
+    n_env, beams = 2, 4
+    prefix = tokens(n_env, T + S)
+    row_env = torch.arange(n_env).repeat_interleave(beams)
+    # beams 0 and 1 (and 2 and 3) of an environment share their first planned transition
+    first = tokens(n_env * beams // 2, T).repeat_interleave(2, 0)
+    sequences = torch.cat([prefix[row_env], first, tokens(n_env * beams, A + 2)], 1)
+    decoder = CachedDecoder(model, n_env, 2 * n_env * beams, model.config.block_size)
+    window = ModelWindow(model, prefix, model.config.layout, None, decoder)
+
+    def check(sequences):
+        with torch.no_grad():
+            got = window.next_logits(sequences, sequences.shape[1], row_env)
+            torch.testing.assert_close(got, model(sequences).logits[:, -1])
+
+    check(sequences)  # the rebuild: prefix once per environment, then the distinct histories
+    if decoder.kernel is not None:
+        _, lengths, groups = decoder.levels
+        assert lengths == [T - 1, A + 1]  # value tokens keep no slot
+        assert groups == [2 * n_env, n_env * beams]  # the shared transition is kept once
+        assert decoder.own_slots == 0
+    for _ in range(S):  # the next observation, one token at a time
+        sequences = torch.cat([sequences, tokens(len(sequences), 1)], 1)
+        check(sequences)
+    children = 2
+    tiled = torch.arange(n_env * beams).view(n_env, 1, beams).expand(-1, children, -1).reshape(-1)
+    window.expand(children)
+    sequences, row_env = sequences[tiled], row_env[tiled]
+    for _ in range(2):  # candidates add actions of their own
+        sequences = torch.cat([sequences, tokens(len(sequences), 1)], 1)
+        check(sequences)
+    kept = torch.tensor([7, 0, 3, 3, 8, 15, 12, 9])  # the best candidates, per environment
+    window.select(kept)
+    sequences, row_env = sequences[kept], row_env[kept]
+    sequences = torch.cat([sequences, tokens(len(sequences), 1)], 1)
+    check(sequences)
+
+
 class LowestRewardScorer:
     """A toy third objective: the plan whose rewards so far sum lowest wins. Records its inputs."""
 

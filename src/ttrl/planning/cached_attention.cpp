@@ -1,7 +1,8 @@
 // The planner cache's attention on the CPU, one call per layer and chunk (see cached_attention.py).
 //
-// The cache's keys/values lie in up to three segments per row: its environment's shared prefix,
-// its parent's plan (after an expand) and its own slots. Torch would need a stored-slot copy, a
+// The cache's keys/values lie in segments per row: its environment's shared prefix, the runs of
+// its history that a window rebuild kept once per distinct beam history (one per level, see
+// History), its parent's plan (after an expand) and its own slots. Torch would need a stored-slot copy, a
 // grouped matmul per segment, a concatenation, a softmax and a matmul per segment again, each a
 // small op with its own dispatch; here each (row, head, query) reads its segments in place.
 // The arithmetic is the cache's own attention: softmax(q k^T / sqrt(d)) v over the visible slots.
@@ -26,6 +27,18 @@ struct Segment {
   const T* key;
   const T* value;
   int64_t head_stride, slot_stride, length;
+};
+
+// A window rebuild's history, kept once per distinct run: level c holds groups[c] runs of
+// lengths[c] slots each, laid out [group, head, slot, head_dim] from element offsets[c] of the
+// pools; row r of the history reads run rows[r * levels + c] at each level c.
+template <typename T>
+struct History {
+  const T* key = nullptr;
+  const T* value = nullptr;
+  std::vector<int64_t> offsets, lengths;
+  const int64_t* rows = nullptr;
+  int64_t levels = 0;
 };
 
 // One (row, query, head): its query [d] (unscaled) and where its attended values [d] go.
@@ -120,16 +133,18 @@ void attend_avx2(const Query<float>& job, const Segment<float>* segments, int n_
     const Segment<float>& s = segments[g];
     const float* keys = s.key + head * s.head_stride;
     int64_t l = 0;
-    for (; l + 8 <= s.length; l += 8) {
+    // whole blocks of eight keys; a last partial block repeats its last key, and the lanes past
+    // the segment are overwritten by the next one (or lie in the slack past the total)
+    for (; l < s.length; l += 8) {
       __m256 a[8];
-      for (int i = 0; i < 8; ++i) a[i] = dot(keys + (l + i) * s.slot_stride);
+      for (int i = 0; i < 8; ++i)
+        a[i] = dot(keys + std::min<int64_t>(l + i, s.length - 1) * s.slot_stride);
       // transpose-and-add: lane i of the result is the sum of a[i]
       const __m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
       const __m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(a[4], a[5]), _mm256_hadd_ps(a[6], a[7]));
       _mm256_storeu_ps(score + at + l, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
                                                      _mm256_permute2f128_ps(u0, u1, 0x31)));
     }
-    for (; l < s.length; ++l) score[at + l] = sum_avx2(dot(keys + l * s.slot_stride));
     at += s.length;
   }
   __m256 bests = _mm256_set1_ps(-INFINITY);
@@ -226,7 +241,7 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
                            const c10::optional<torch::Tensor>& parent_key,
                            const c10::optional<torch::Tensor>& parent_value, int64_t parent_slots,
                            int64_t n_env, int64_t children, const std::vector<int64_t>& own_visible,
-                           double scale) {
+                           double scale, const History<T>& history) {
   const int64_t rows = query.size(0), heads = query.size(1), n_query = query.size(2);
   const int64_t d = query.size(3), per_env = rows / n_env, parents_per_env = per_env / children;
   store_slots<T>(key, own_key, stored, first);
@@ -244,12 +259,19 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
   // is read from memory once for all of them. Torch's threads share the rows.
   at::parallel_for(0, rows, 8, [&](int64_t begin, int64_t end) {
     std::vector<T> scores;
-    Segment<T> segments[3];
+    std::vector<Segment<T>> segments(3 + history.levels);
     for (int64_t job = begin; job < end; ++job) {
       const int64_t env = job / per_env, parent_in_env = job % per_env / children;
       const int64_t r = env * per_env + job % children * parents_per_env + parent_in_env;
+      const int64_t beam = env * parents_per_env + parent_in_env;  // a child reads its parent's
       int n = 0;
       if (shared) segments[n++] = segment(*shared_key, *shared_value, env, shared_slots);
+      for (int64_t c = 0; c < history.levels; ++c) {
+        const int64_t length = history.lengths[c];
+        const int64_t at = history.offsets[c] + history.rows[beam * history.levels + c] * heads *
+                                                    length * d;
+        segments[n++] = Segment<T>{history.key + at, history.value + at, length * d, d, length};
+      }
       if (parent)
         segments[n++] = segment(*parent_key, *parent_value, env * parents_per_env + parent_in_env,
                                 parent_slots);
@@ -258,7 +280,7 @@ torch::Tensor attend_typed(const torch::Tensor& query, const torch::Tensor& key,
         for (int64_t h = 0; h < heads; ++h) {
           const Query<T> one{q + r * query.stride(0) + h * query.stride(1) + i * query.stride(2),
                              o + (r * n_query + i) * heads * d + h * d};
-          attend_one<T>(one, segments, n + 1, d, static_cast<T>(scale), h, scores);
+          attend_one<T>(one, segments.data(), n + 1, d, static_cast<T>(scale), h, scores);
         }
       }
     }
@@ -277,7 +299,10 @@ torch::Tensor attend(torch::Tensor query, torch::Tensor key, torch::Tensor value
                      c10::optional<torch::Tensor> parent_key,
                      c10::optional<torch::Tensor> parent_value, int64_t parent_slots,
                      int64_t n_env, int64_t children, std::vector<int64_t> own_visible,
-                     double scale) {
+                     double scale, c10::optional<torch::Tensor> pool_key,
+                     c10::optional<torch::Tensor> pool_value, std::vector<int64_t> level_offsets,
+                     std::vector<int64_t> level_lengths, std::vector<int64_t> level_groups,
+                     c10::optional<torch::Tensor> row_groups) {
   TORCH_CHECK(query.dim() == 4 && query.stride(3) == 1 && query.device().is_cpu(),
               "query must be a CPU tensor [rows, heads, queries, head_dim]");
   TORCH_CHECK(static_cast<int64_t>(own_visible.size()) == query.size(2),
@@ -313,16 +338,61 @@ torch::Tensor attend(torch::Tensor query, torch::Tensor key, torch::Tensor value
   TORCH_CHECK(first + static_cast<int64_t>(stored.size()) <= slots, "own slots overflow");
   for (int64_t v : own_visible) TORCH_CHECK(v >= 0 && v <= slots, "own_visible out of range");
   for (int64_t s : stored) TORCH_CHECK(s >= 0 && s < key.size(2), "stored offset out of range");
-  if (query.scalar_type() == torch::kFloat)
-    return attend_typed<float>(query, key, value, stored, first, own_key, own_value, shared_key,
-                               shared_value, shared_slots, parent_key, parent_value, parent_slots,
-                               n_env, children, own_visible, scale);
+  const int64_t levels = static_cast<int64_t>(level_offsets.size());
+  TORCH_CHECK(level_lengths.size() == level_offsets.size() &&
+                  level_groups.size() == level_offsets.size(),
+              "a history level needs an offset, a length and a group count");
+  if (levels > 0) {
+    TORCH_CHECK(pool_key.has_value() && pool_value.has_value() && row_groups.has_value(),
+                "history levels need both pools and the rows' groups");
+    for (const auto* pool : {&*pool_key, &*pool_value})
+      TORCH_CHECK(pool->dim() == 1 && pool->is_contiguous() && pool->device().is_cpu() &&
+                      pool->scalar_type() == query.scalar_type() &&
+                      pool->numel() == pool_key->numel(),
+                  "the history pools must be alike, flat, contiguous CPU tensors of the query's "
+                  "dtype");
+    const int64_t run = query.size(1) * query.size(3);  // one slot of every head
+    for (int64_t c = 0; c < levels; ++c)
+      TORCH_CHECK(level_offsets[c] >= 0 && level_lengths[c] > 0 && level_groups[c] > 0 &&
+                      level_offsets[c] + level_groups[c] * level_lengths[c] * run <=
+                          pool_key->numel(),
+                  "history level ", c, " lies outside its pool");
+    const torch::Tensor& g = *row_groups;
+    TORCH_CHECK(g.dim() == 2 && g.size(1) == levels && g.is_contiguous() &&
+                    g.scalar_type() == torch::kLong && g.device().is_cpu(),
+                "row_groups must be a contiguous CPU LongTensor [rows, levels]");
+    TORCH_CHECK(g.size(0) >= n_env * (per_env / children),
+                "row_groups needs a row for every beam (a parent's row after an expand)");
+    const int64_t* groups = g.data_ptr<int64_t>();
+    for (int64_t i = 0; i < g.size(0); ++i)
+      for (int64_t c = 0; c < levels; ++c)
+        TORCH_CHECK(groups[i * levels + c] >= 0 && groups[i * levels + c] < level_groups[c],
+                    "row_groups names a run its level does not hold");
+  }
+  const auto run_typed = [&](auto zero) {
+    using T = decltype(zero);
+    History<T> history;
+    if (levels > 0) {
+      history = History<T>{pool_key->data_ptr<T>(), pool_value->data_ptr<T>(), level_offsets,
+                           level_lengths, row_groups->data_ptr<int64_t>(), levels};
+    }
+    return attend_typed<T>(query, key, value, stored, first, own_key, own_value, shared_key,
+                           shared_value, shared_slots, parent_key, parent_value, parent_slots,
+                           n_env, children, own_visible, scale, history);
+  };
+  if (query.scalar_type() == torch::kFloat) return run_typed(0.0f);
   TORCH_CHECK(query.scalar_type() == torch::kDouble, "float32 or float64 only");
-  return attend_typed<double>(query, key, value, stored, first, own_key, own_value, shared_key,
-                              shared_value, shared_slots, parent_key, parent_value, parent_slots,
-                              n_env, children, own_visible, scale);
+  return run_typed(0.0);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("attend", &attend, "the planner cache's attention over shared, parent and own slots");
+  m.def("attend", &attend, "the planner cache's attention over shared, history, parent and own slots",
+        py::arg("query"), py::arg("key"), py::arg("value"), py::arg("stored"), py::arg("first"),
+        py::arg("own_key"), py::arg("own_value"), py::arg("shared_key"), py::arg("shared_value"),
+        py::arg("shared_slots"), py::arg("parent_key"), py::arg("parent_value"),
+        py::arg("parent_slots"), py::arg("n_env"), py::arg("children"), py::arg("own_visible"),
+        py::arg("scale"), py::arg("pool_key") = py::none(), py::arg("pool_value") = py::none(),
+        py::arg("level_offsets") = std::vector<int64_t>{},
+        py::arg("level_lengths") = std::vector<int64_t>{},
+        py::arg("level_groups") = std::vector<int64_t>{}, py::arg("row_groups") = py::none());
 }

@@ -14,6 +14,10 @@ products, with its own bookkeeping:
 - each beam's own tokens (its plan) are stored per row in preallocated buffers written in place;
   reorders of beams gather only these rows, into a second buffer (ping-pong), and only when the
   next token needs them (a window slide discards the kept beams' keys/values before any is read);
+- with the compiled kernel, a window rebuild keeps each distinct beam history once: every chunk
+  it feeds (one transition of each distinct history) becomes a *history level* in a pool, and
+  each row only records which run of each level is its own (:meth:`CachedDecoder.feed_distinct`).
+  Beams that share earlier plans read the same keys/values, and reorders copy none of them;
 - when each beam is expanded into ``n_expand`` candidates, the candidates keep reading their parent's
   keys/values (grouped per parent, one batched product) and only their new tokens are stored per
   candidate, until the best candidates are kept and become the new beams;
@@ -83,6 +87,8 @@ class CachedDecoder:
         # small feeds on one thread while OpenMP threads sleep between ops (ttrl.threads)
         self.passive_threads = parameter.device.type == "cpu" and threads_wait_passively()
         self._kernel_buffers = self._whole_buffers(n_layer) if self.kernel is not None else None
+        # the kernel's history levels (see feed_distinct): [layer, key/value, elements], grown on use
+        self.pool = torch.empty((n_layer, 2, 0), **options)
         self.reset()
 
     def _whole_buffers(self, n_layer: int) -> list[list[list[tuple[Tensor, ...]]]]:
@@ -112,6 +118,11 @@ class CachedDecoder:
         self.children = 1  # candidates per beam since the last expand (1: not expanded)
         self.child_slots = 0
         self._pending: tuple | None = None  # a reorder not yet copied (see select_rows)
+        # history levels (kernel only): offsets, lengths and group counts, each row's group per level
+        self.levels: tuple[list[int], list[int], list[int]] = ([], [], [])
+        self.row_groups: Tensor | None = None
+        self.pool_used = 0
+        self._level: tuple[int, int, int] | None = None  # where the chunk being fed goes
 
     def share(self) -> None:
         """Turn what was fed so far (one row per environment) into the shared prefix part."""
@@ -142,6 +153,8 @@ class CachedDecoder:
             sources = rows // per_env * parents_per_env + rows % parents_per_env
         if slots or self.child_slots:
             self._pending = (rows, sources, slots, self.child_slots, target)
+        if self.row_groups is not None:  # a candidate's history is its parent's
+            self.row_groups = self.row_groups.index_select(0, sources)
         self.own_slots += self.child_slots
         self.children, self.child_slots = 1, 0
         self.current, self.rows = target, n
@@ -180,6 +193,19 @@ class CachedDecoder:
         with torch_threads(threads_for_call(tokens.numel(), self.passive_threads)):
             return self._feed(tokens, logits)
 
+    def feed_distinct(self, tokens: Tensor, logits: bool = True) -> Tensor | None:
+        """:meth:`feed` for a window rebuild, whose rows are distinct histories: with the compiled
+        kernel, while no row has own slots, the chunk's keys/values become a history level, kept
+        once per row and read in place by every row :meth:`select_rows` later maps to it (rows that
+        share a history share its keys/values, and reorders copy none of them)."""
+        if self.kernel is None or self.own_slots or self.children > 1:
+            return self.feed(tokens, logits)
+        self._level = (-1, 0, 0)  # start_chunk places it
+        try:
+            return self.feed(tokens, logits)
+        finally:
+            self._level = None
+
     def _feed(self, tokens: Tensor, logits: bool) -> Tensor | None:
         self.rows = tokens.shape[0]
         if not logits and self.layout.is_value_position(self.length + tokens.shape[1] - 1):
@@ -203,6 +229,9 @@ class CachedDecoder:
         first = self.child_slots if self.children > 1 else self.own_slots
         last = first + len(offsets)
         if self.kernel is not None:  # it takes the stored offsets and each query's own slots
+            if self._level is not None:  # a new history level: the chunk's slots, per row
+                first, last = 0, len(offsets)
+                self._level = self._place_level(last) if last else None
             self._stored_offsets = offsets
             self._own_visible = [first + bisect.bisect_right(offsets, i) for i in range(length)]
             self._chunk = (length, None, first, last, None)
@@ -223,7 +252,9 @@ class CachedDecoder:
     def end_chunk(self) -> None:
         length, _, _, last, _ = self._chunk
         self.length += length
-        if self.children > 1:
+        if self._level is not None:
+            self._add_level(*self._level)
+        elif self.children > 1:
             self.child_slots = last
         else:
             self.own_slots = last
@@ -289,12 +320,48 @@ class CachedDecoder:
             attended = out if attended is None else attended + out
         return attended, None
 
+    def _place_level(self, slots: int) -> tuple[int, int, int]:
+        """(offset, groups, slots) of a new level of ``slots`` slots for every current row, with
+        room made in the pool (grown, keeping the levels already in it, when it is too small)."""
+        size = self.rows * self.n_head * slots * self.head_dim
+        if self.pool_used + size > self.pool.shape[2]:
+            grown = torch.empty(
+                (*self.pool.shape[:2], max(2 * self.pool.shape[2], self.pool_used + size)),
+                dtype=self.pool.dtype,
+                device=self.pool.device,
+            )
+            grown[:, :, : self.pool_used] = self.pool[:, :, : self.pool_used]
+            self.pool = grown
+        return self.pool_used, self.rows, slots
+
+    def _add_level(self, offset: int, groups: int, slots: int) -> None:
+        """Record a fed level: each current row is its group."""
+        offsets, lengths, counts = self.levels
+        offsets.append(offset)
+        lengths.append(slots)
+        counts.append(groups)
+        self.pool_used = offset + groups * self.n_head * slots * self.head_dim
+        column = torch.arange(groups, device=self.pool.device)[:, None]
+        self.row_groups = (
+            column if self.row_groups is None else torch.cat((self.row_groups, column), dim=1)
+        )
+
     def _attend_compiled(self, layer: int, query: Tensor, key: Tensor, value: Tensor) -> Tensor:
         """:meth:`attend` as one call of the compiled kernel (same segments, same slots)."""
         expanded = self.children > 1
         own_k, own_v, shared_k, shared_v, parent_k, parent_v = self._kernel_buffers[self.current][
             expanded
         ][layer]
+        pool_k, pool_v = self.pool[layer]
+        if (
+            self._level is not None
+        ):  # the chunk's keys/values go to its level: [rows, heads, slots, d]
+            offset, groups, slots = self._level
+            shape = (groups, self.n_head, slots, self.head_dim)
+            size = math.prod(shape)
+            own_k = pool_k.narrow(0, offset, size).view(shape)
+            own_v = pool_v.narrow(0, offset, size).view(shape)
+        offsets, lengths, counts = self.levels
         return self.kernel.attend(
             query,
             key,
@@ -313,6 +380,12 @@ class CachedDecoder:
             self.children,
             self._own_visible[-query.shape[2] :],
             self.scale,
+            pool_k,
+            pool_v,
+            offsets,
+            lengths,
+            counts,
+            self.row_groups,
         )
 
     def _group(self, x: Tensor, members: int, groups_per_env: int) -> Tensor:

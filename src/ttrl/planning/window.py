@@ -96,19 +96,23 @@ class ModelWindow:
         return self._feed_plans(sequences, max(start, shared_end), length, row_env)
 
     def _feed_plans(self, sequences: Tensor, begin: int, end: int, row_env: Tensor) -> Tensor:
-        """Feed the beams' tokens ``[begin, end)`` an observation or an action-reward-value at a
-        time, each distinct history once: beams descending from the same earlier plan share its
-        keys/values, and the candidates of one beam share the observation they were expanded at."""
+        """Feed the beams' tokens ``[begin, end)`` a transition at a time, cut after each
+        observation (``[a, r, V, s']``), each distinct history once: beams descending from the same
+        earlier plan share its keys/values, and the candidates of one beam share the observation
+        they were expanded at. Rows that share an action share the observation that follows it
+        (one kept candidate is one beam), so the cut loses no sharing; whole transitions make
+        fewer, longer runs for the decoder's history levels (:meth:`CachedDecoder.feed_distinct`).
+        """
         T, S = self.transition_dim, self.layout.observation_dim
         starts = range(begin // T * T, end, T)
-        inner = sorted(cut for t in starts for cut in (t, t + S) if begin < cut < end)
+        inner = [t + S for t in starts if begin < t + S < end]
         cuts = [begin, *inner, end]
         group = row_env  # each beam's history so far: only its environment's prefix
         for chunk_start, chunk_end in itertools.pairwise(cuts):
             history = sequences[:, begin:chunk_end]
             new_group, representative = distinct_histories(history, row_env, self.prefix.shape[0])
             self.decoder.select_rows(group.index_select(0, representative))
-            logits = self.decoder.feed(
+            logits = self.decoder.feed_distinct(
                 sequences.index_select(0, representative)[:, chunk_start:chunk_end],
                 logits=chunk_end == end,
             )

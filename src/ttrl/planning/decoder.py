@@ -55,7 +55,8 @@ class CachedDecoder:
     Use: :meth:`reset` at a new window start, :meth:`feed` the prefix part once per environment
     (``[n_env, L]``; a goal model's goal tokens first) and :meth:`share` it, then :meth:`feed` each
     beam's tokens (``[rows, L]``, environment-major: rows of environment ``e`` are
-    ``e * rows/n_env ...``), and :meth:`select_rows` when beams are repeated or reordered.
+    ``e * rows/n_env ...``), and :meth:`select_rows` when beams are repeated or reordered. A window
+    rebuild feeds its distinct histories with :meth:`feed_distinct`.
     ``max_window`` counts trajectory tokens; the goal's ``G`` slots come on top.
     """
 

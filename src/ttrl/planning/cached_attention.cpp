@@ -2,9 +2,9 @@
 //
 // The cache's keys/values lie in segments per row: its environment's shared prefix, the runs of
 // its history that a window rebuild kept once per distinct beam history (one per level, see
-// History), its parent's plan (after an expand) and its own slots. Torch would need a stored-slot copy, a
-// grouped matmul per segment, a concatenation, a softmax and a matmul per segment again, each a
-// small op with its own dispatch; here each (row, head, query) reads its segments in place.
+// History), its parent's plan (after an expand) and its own slots. Torch would need a stored-slot
+// copy, a grouped matmul per segment, a concatenation, a softmax and a matmul per segment again,
+// each a small op with its own dispatch; here each (row, head, query) reads its segments in place.
 // The arithmetic is the cache's own attention: softmax(q k^T / sqrt(d)) v over the visible slots.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>

@@ -123,7 +123,8 @@ class CachedDecoder:
         self.levels: tuple[list[int], list[int], list[int]] = ([], [], [])
         self.row_groups: Tensor | None = None
         self.pool_used = 0
-        self._level: tuple[int, int, int] | None = None  # where the chunk being fed goes
+        self._to_level = False  # feed_distinct: the chunk being fed becomes a level
+        self._level: tuple[int, int, int] | None = None  # where it goes: offset, groups, slots
 
     def share(self) -> None:
         """Turn what was fed so far (one row per environment) into the shared prefix part."""
@@ -201,11 +202,11 @@ class CachedDecoder:
         share a history share its keys/values, and reorders copy none of them)."""
         if self.kernel is None or self.own_slots or self.children > 1:
             return self.feed(tokens, logits)
-        self._level = (-1, 0, 0)  # start_chunk places it
+        self._to_level = True  # start_chunk places it
         try:
             return self.feed(tokens, logits)
         finally:
-            self._level = None
+            self._to_level, self._level = False, None
 
     def _feed(self, tokens: Tensor, logits: bool) -> Tensor | None:
         self.rows = tokens.shape[0]
@@ -230,7 +231,7 @@ class CachedDecoder:
         first = self.child_slots if self.children > 1 else self.own_slots
         last = first + len(offsets)
         if self.kernel is not None:  # it takes the stored offsets and each query's own slots
-            if self._level is not None:  # a new history level: the chunk's slots, per row
+            if self._to_level:  # a new history level: the chunk's slots, per row
                 first, last = 0, len(offsets)
                 self._level = self._place_level(last) if last else None
             self._stored_offsets = offsets
@@ -324,7 +325,7 @@ class CachedDecoder:
     def _place_level(self, slots: int) -> tuple[int, int, int]:
         """(offset, groups, slots) of a new level of ``slots`` slots for every current row, with
         room made in the pool (grown, keeping the levels already in it, when it is too small)."""
-        size = self.rows * self.n_head * slots * self.head_dim
+        size = self._level_size(self.rows, slots)
         if self.pool_used + size > self.pool.shape[2]:
             grown = torch.empty(
                 (*self.pool.shape[:2], max(2 * self.pool.shape[2], self.pool_used + size)),
@@ -335,13 +336,17 @@ class CachedDecoder:
             self.pool = grown
         return self.pool_used, self.rows, slots
 
+    def _level_size(self, groups: int, slots: int) -> int:
+        """Pool elements of a level: ``[groups, heads, slots, head_dim]``."""
+        return groups * self.n_head * slots * self.head_dim
+
     def _add_level(self, offset: int, groups: int, slots: int) -> None:
         """Record a fed level: each current row is its group."""
         offsets, lengths, counts = self.levels
         offsets.append(offset)
         lengths.append(slots)
         counts.append(groups)
-        self.pool_used = offset + groups * self.n_head * slots * self.head_dim
+        self.pool_used = offset + self._level_size(groups, slots)
         column = torch.arange(groups, device=self.pool.device)[:, None]
         self.row_groups = (
             column if self.row_groups is None else torch.cat((self.row_groups, column), dim=1)
@@ -353,16 +358,16 @@ class CachedDecoder:
         own_k, own_v, shared_k, shared_v, parent_k, parent_v = self._kernel_buffers[self.current][
             expanded
         ][layer]
-        pool_k, pool_v = self.pool[layer]
-        if (
-            self._level is not None
-        ):  # the chunk's keys/values go to its level: [rows, heads, slots, d]
+        offsets, lengths, counts = self.levels
+        pool_k = pool_v = None  # the pool only when a level is read or written
+        if offsets or self._level is not None:
+            pool_k, pool_v = self.pool[layer]
+        if self._level is not None:  # the chunk's keys/values go to its level
             offset, groups, slots = self._level
             shape = (groups, self.n_head, slots, self.head_dim)
-            size = math.prod(shape)
+            size = self._level_size(groups, slots)
             own_k = pool_k.narrow(0, offset, size).view(shape)
             own_v = pool_v.narrow(0, offset, size).view(shape)
-        offsets, lengths, counts = self.levels
         return self.kernel.attend(
             query,
             key,

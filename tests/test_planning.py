@@ -15,7 +15,13 @@ from ttrl.discretization import Discretizer
 from ttrl.errors import TtrlError
 from ttrl.model import TrajectoryTransformer, TrajectoryTransformerConfig
 from ttrl.planning import BeamPlanner, PlannerConfig, PlanningContext
-from ttrl.planning.sampling import filter_cdf, inverse_cdf, keep_top_k, sample_tokens
+from ttrl.planning.sampling import (
+    filter_cdf,
+    inverse_cdf,
+    keep_top_k,
+    sample_tokens,
+    sorted_values,
+)
 
 S, A, N = 3, 2, 10  # small observation/action dims and bins: planning stays fast
 T = S + A + 2
@@ -283,6 +289,15 @@ def test_tail_filter_matches_released_filter(cdf):
     logits[8] = 0.0  # all equal
     ours = filter_cdf(logits, logits.softmax(-1), cdf)
     assert torch.equal(ours, reference_filter_cdf(logits, cdf))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_sorted_values_match_torchs_sort(dtype):
+    x = torch.randn(16, 2 * (N + 1), generator=torch.Generator().manual_seed(2)).to(dtype)
+    x[:4] = x[:4].round()  # ties
+    strided = x[:, ::2]  # not contiguous
+    assert torch.equal(sorted_values(strided), strided.sort(dim=-1).values)
+    assert sorted_values(strided).dtype == dtype
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, N + 1])

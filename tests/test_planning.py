@@ -291,7 +291,7 @@ def test_tail_filter_matches_released_filter(cdf):
     assert torch.equal(ours, reference_filter_cdf(logits, cdf))
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.float64, torch.bfloat16])
 def test_sorted_values_match_torchs_sort(dtype):
     x = torch.randn(16, 2 * (N + 1), generator=torch.Generator().manual_seed(2)).to(dtype)
     x[:4] = x[:4].round()  # ties

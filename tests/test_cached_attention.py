@@ -7,6 +7,7 @@ import warnings
 import pytest
 import torch
 
+from ttrl import compiled
 from ttrl.errors import TtrlError
 from ttrl.planning import cached_attention
 
@@ -223,7 +224,7 @@ def test_a_failed_build_falls_back_to_torch_or_says_why(monkeypatch):
 
 def test_builds_are_named_by_source_and_cpu(monkeypatch):
     name = cached_attention.extension_name()
-    monkeypatch.setattr(cached_attention, "_cpu_flags", lambda: "flags : another cpu")
+    monkeypatch.setattr(compiled, "cpu_flags", lambda: "flags : another cpu")
     assert cached_attention.extension_name() != name  # another CPU builds its own
 
 

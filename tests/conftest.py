@@ -13,12 +13,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """Build the planner's attention kernel once, up front (about 30 s on a fresh machine), so that
-    no test, and no subprocess a test starts, pays for the build inside its own time limit."""
+    """Build the planner's attention kernel and the model's CPU ops once, up front (about 30 s
+    each on a fresh machine), so that no test, and no subprocess a test starts, pays for a build
+    inside its own time limit."""
+    from ttrl.model import cpu_ops
     from ttrl.planning import cached_attention
 
     if cached_attention.choice() != "torch":
         cached_attention.kernel_for(torch.device("cpu"), torch.float32)
+    if cpu_ops.choice() != "torch":
+        cpu_ops.extension()
 
 
 @pytest.fixture

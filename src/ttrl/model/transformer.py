@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 from ttrl.errors import TtrlError
 from ttrl.layout import ACTION, KIND_NAMES, OBSERVATION, REWARD, VALUE
+from ttrl.model import cpu_ops
 from ttrl.model.config import TrajectoryTransformerConfig
 
 # One (key, value) pair per layer, each [B, n_head, L_past, n_embd // n_head].
@@ -231,14 +232,16 @@ class CausalSelfAttention(nn.Module):
         """Attended values (of the last token only with ``last_only``) and the map if asked."""
         batch, length, d = x.shape
         weight, bias = self.fused_qkv()
-        qkv = F.linear(x, weight, bias).view(batch, length, 3, self.n_head, d // self.n_head)
+        ops = cpu_ops.ops_for(x)  # compiled layers for CPU inference (ttrl.model.cpu_ops)
+        qkv = cpu_ops.linear(x, weight, bias, self.__dict__, ops)
+        qkv = qkv.view(batch, length, 3, self.n_head, d // self.n_head)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, h, L, d/h]
         if last_only:
             query = query[:, :, -1:]
         dropout_p = self.attn_pdrop if self.training else 0.0
         y, weights = cache.attend(layer, query, key, value, need_weights, dropout_p)
         y = y.transpose(1, 2).reshape(batch, query.shape[2], d)
-        y = self.proj(y)
+        y = cpu_ops.apply(self.proj, y, ops)
         return (self.resid_drop(y) if self.training else y), weights
 
 
@@ -265,11 +268,15 @@ class Block(nn.Module):
         last_only: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
         """The block's output (the last token's only with ``last_only``) and the attention map."""
-        attended, weights = self.attn(self.ln1(x), cache, layer, need_weights, last_only)
+        ops = cpu_ops.ops_for(x)  # compiled layers for CPU inference (ttrl.model.cpu_ops)
+        attended, weights = self.attn(
+            cpu_ops.apply(self.ln1, x, ops), cache, layer, need_weights, last_only
+        )
         if last_only:
             x = x[:, -1:]
         x = x + attended
-        mlp = self.l2(self.act(self.l1(self.ln2(x))))
+        h = cpu_ops.apply(self.l1, cpu_ops.apply(self.ln2, x, ops), ops)
+        mlp = cpu_ops.apply(self.l2, cpu_ops.apply(self.act, h, ops), ops)
         # dropout is the identity in eval mode; skipping the module call matters when decoding
         return x + (self.drop(mlp) if self.training else mlp), weights
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ttrl import TrajectoryTransformer
 from ttrl.errors import TtrlError
@@ -177,3 +178,24 @@ def test_choice_reads_the_environment_and_a_failed_build_falls_back(monkeypatch)
         cpu_ops.extension()
     with torch.no_grad():
         assert cpu_ops.ops_for(x.double()) is None and cpu_ops.ops_for(x.half()) is None
+
+
+def test_tensor_subclasses_and_compiled_graphs_keep_torchs_layers(ops, monkeypatch):
+    """A subclass's __torch_function__, a dispatch mode (the flop counter) or torch.compile's
+    tracing would be skipped by the compiled ops: those take torch's layers."""
+
+    class Traced(torch.Tensor):
+        pass
+
+    monkeypatch.setenv(cpu_ops.ENV_VAR, "compiled")
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        assert cpu_ops.ops_for(x) is ops
+        assert cpu_ops.ops_for(x.as_subclass(Traced)) is None
+        assert cpu_ops.ops_for(nn.Parameter(x)) is None
+        with FlopCounterMode(display=False) as counter:
+            assert cpu_ops.ops_for(x) is None
+            cpu_ops.apply(nn.Linear(4, 64), x, cpu_ops.ops_for(x))
+        assert counter.get_total_flops() == 2 * 2 * 4 * 64
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+        assert cpu_ops.ops_for(x) is None

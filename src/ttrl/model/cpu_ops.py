@@ -65,8 +65,18 @@ def load_extension() -> ModuleType:
 
 
 def ops_for(x: Tensor) -> ModuleType | None:
-    """The compiled ops when they compute ``x``'s layers (float32 on the CPU, no gradients)."""
-    if x.dtype is not torch.float32 or x.device.type != "cpu" or torch.is_grad_enabled():
+    """The compiled ops when they compute ``x``'s layers: a plain float32 CPU tensor, no gradients,
+    and nothing that watches torch's ops (a tensor subclass, a torch function or dispatch mode such
+    as the flop counter, ``torch.compile``'s tracing), which the ops would bypass."""
+    if (
+        type(x) is not Tensor
+        or x.dtype is not torch.float32
+        or x.device.type != "cpu"
+        or torch.is_grad_enabled()
+        or torch._C._len_torch_dispatch_stack()
+        or torch._C._len_torch_function_stack()
+        or torch.compiler.is_compiling()
+    ):
         return None
     return extension()
 

@@ -115,15 +115,11 @@ def _plain_layer_norm(module: nn.LayerNorm, x: Tensor) -> bool:
 
 
 def linear(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None,
-    holder: dict,
-    ops: ModuleType | None = None,
+    x: Tensor, weight: Tensor, bias: Tensor | None, holder: dict, ops: ModuleType | None
 ) -> Tensor:
-    """``F.linear(x, weight, bias)``, by the compiled op where it applies; its packed weight is
-    kept in ``holder`` (a dict of the layer's owner) until ``weight`` changes."""
-    ops = ops if ops is not None else ops_for(x)
+    """``F.linear(x, weight, bias)``, by the compiled ``ops`` (:func:`ops_for` ``x``) where they
+    apply; the packed weight is kept in ``holder`` (a dict of the layer's owner) until ``weight``
+    changes."""
     if ops is None or bias is None or weight.shape[0] % PANEL or weight.dtype is not torch.float32:
         return F.linear(x, weight, bias)
     return ops.linear(x, packed_weight(weight, holder, ops), bias)
